@@ -1,0 +1,414 @@
+"""A bundle: a trained model as a folder that anyone can open safely.
+
+Layout::
+
+    my-model/
+        bundle.json          # model config, recipe, channels, classes, provenance
+        weights.safetensors  # tensors only: opening it never runs code
+
+Bundles are written atomically (into a hidden temporary folder beside the
+target, then renamed) and never replace an existing folder unless asked.
+Reading ``bundle.json`` needs neither torch nor braindecode, so ``info`` is
+fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import BundleError, EEGTransferError
+from .preprocessing import Recipe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+logger = logging.getLogger("eegtransfer")
+
+FORMAT = "eegtransfer.bundle"
+FORMAT_VERSION = 1
+META_FILE = "bundle.json"
+WEIGHTS_FILE = "weights.safetensors"
+ALIGN_KEY = "__eegtransfer__.align"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("eegtransfer", "torch", "braindecode", "mne", "moabb", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+class Bundle:
+    """A braindecode model together with everything needed to use it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A braindecode classifier built by :func:`eegtransfer.models.build_model`.
+    model_name : str
+    recipe : Recipe
+        Preprocessing that produced the model's input.
+    classes : list of str
+        Class names, in the order of the model's outputs.
+    model_kwargs : dict
+        Hyper-parameters passed to the braindecode constructor.
+    provenance : dict
+        Dataset, subjects, seed, versions, timings, parent bundle.
+    metrics : dict
+        Scores measured when the bundle was made.
+    adaptation : dict | None
+        For a patient bundle: strategy, trainable parameters, calibration data.
+    align : ndarray, shape (n_chans, n_chans) | None
+        Euclidean-alignment matrix applied to trials before the model.
+    """
+
+    def __init__(self, model: nn.Module, model_name: str, recipe: Recipe, classes: list[str],
+                 *, model_kwargs: dict[str, Any] | None = None,
+                 provenance: dict[str, Any] | None = None,
+                 metrics: dict[str, Any] | None = None,
+                 adaptation: dict[str, Any] | None = None,
+                 align: np.ndarray | None = None,
+                 history: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.model_name = model_name
+        self.recipe = recipe
+        self.classes = [str(c) for c in classes]
+        self.model_kwargs = dict(model_kwargs or {})
+        self.provenance = dict(provenance or {})
+        self.metrics = dict(metrics or {})
+        self.adaptation = adaptation
+        self.align = None if align is None else np.asarray(align, dtype=np.float32)
+        self.history = history or {}
+        self.path: Path | None = None
+
+    # --- use -----------------------------------------------------------------
+    @property
+    def ch_names(self) -> list[str]:
+        return list(self.recipe.channels)
+
+    @property
+    def sfreq(self) -> float:
+        return float(self.recipe.sfreq)
+
+    def check_input(self, X: np.ndarray) -> np.ndarray:
+        """``X`` as float32 after checking its shape is (n_trials, n_chans, n_times)."""
+        X = np.asarray(X, dtype=np.float32)
+        want = (len(self.ch_names), self.recipe.n_times)
+        if X.ndim != 3 or X.shape[1:] != want:
+            raise EEGTransferError(
+                f"expected trials of shape (n_trials, {want[0]}, {want[1]}) for this "
+                f"bundle, got {X.shape}"
+            )
+        return X
+
+    def prepare_input(self, X: np.ndarray) -> np.ndarray:
+        """Check shape and apply the stored alignment: (n_trials, n_chans, n_times)."""
+        X = self.check_input(X)
+        if self.align is not None:
+            from .alignment import apply_alignment
+
+            X = apply_alignment(X, self.align)
+        return X
+
+    def predict_proba(self, X: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+        """Class probabilities, shape (n_trials, n_classes), columns in ``classes`` order."""
+        import torch
+
+        from .engine import predict_logits
+
+        logits = predict_logits(self.model, self.prepare_input(X), device=device)
+        return torch.softmax(torch.as_tensor(logits), dim=1).numpy()
+
+    def predict(self, X: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+        """Predicted class names, shape (n_trials,)."""
+        proba = self.predict_proba(X, device=device)
+        return np.asarray(self.classes, dtype=object)[proba.argmax(1)]
+
+    def encode(self, labels: Any, *, source: str = "labels") -> np.ndarray:
+        """Class names to output indices; unknown names are an error that lists them."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        labels = [str(v) for v in np.asarray(labels).ravel()]
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise EEGTransferError(f"{source}: label(s) {unknown} are not classes of the model {self.classes}")
+        return np.array([index[v] for v in labels], dtype=np.int64)
+
+    def copy(self) -> Bundle:
+        import copy
+
+        new = copy.copy(self)
+        new.model = copy.deepcopy(self.model)
+        new.provenance = copy.deepcopy(self.provenance)
+        new.metrics = copy.deepcopy(self.metrics)
+        new.adaptation = copy.deepcopy(self.adaptation)
+        new.recipe = Recipe.from_dict(self.recipe.to_dict())
+        new.path = None
+        return new
+
+    # --- disk ----------------------------------------------------------------
+    def to_meta(self) -> dict[str, Any]:
+        config = None
+        if hasattr(self.model, "get_config"):
+            try:
+                config = _jsonable(self.model.get_config())
+            except Exception:  # a model whose config cannot be serialised still saves
+                config = None
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": {
+                "name": self.model_name,
+                "n_chans": len(self.ch_names),
+                "n_outputs": len(self.classes),
+                "n_times": self.recipe.n_times,
+                "sfreq": self.sfreq,
+                "kwargs": _jsonable(self.model_kwargs),
+                "braindecode_config": config,
+            },
+            "recipe": self.recipe.to_dict(),
+            "ch_names": self.ch_names,
+            "sfreq": self.sfreq,
+            "classes": self.classes,
+            "provenance": _jsonable(self.provenance),
+            "metrics": _jsonable(self.metrics),
+            "adaptation": _jsonable(self.adaptation),
+            "history": _jsonable(self.history),
+        }
+
+    def save(self, path: str | Path, *, overwrite: bool = False,
+             protect: list[str | Path] | None = None) -> Path:
+        """Write the bundle folder atomically; refuse to replace one unless ``overwrite``.
+
+        ``protect`` lists folders (input bundles) that the output may not be,
+        contain or sit inside.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        meta = self.to_meta()
+
+        def write(tmp: Path) -> None:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            if self.align is not None:
+                import torch
+
+                tensors[ALIGN_KEY] = torch.as_tensor(self.align)
+            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+            meta["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False))
+
+        write_dir_atomic(path, write, overwrite=overwrite, protect=[Path(p) for p in protect or []])
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu") -> Bundle:
+        """Read and check a bundle folder; every inconsistency is named."""
+        import torch
+        from safetensors.torch import load_file
+
+        from .models import build_model
+
+        path = Path(path)
+        meta = read_meta(path)
+        wfile = path / meta["weights"]["file"]
+        if not wfile.is_file():
+            raise BundleError(f"{path}: weights file {wfile.name} is missing")
+        digest = sha256_file(wfile)
+        if digest != meta["weights"]["sha256"]:
+            raise BundleError(
+                f"{wfile}: SHA-256 {digest[:12]}... does not match the {meta['weights']['sha256'][:12]}... "
+                "recorded in bundle.json; the weights were altered or corrupted"
+            )
+        m = meta["model"]
+        recipe = Recipe.from_dict(meta["recipe"])
+        tensors = load_file(str(wfile), device="cpu")
+        align = tensors.pop(ALIGN_KEY, None)
+        model = build_model(m["name"], m["n_chans"], m["n_outputs"], m["n_times"], m["sfreq"],
+                            ch_names=meta["ch_names"], **m.get("kwargs", {}))
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as err:
+            raise BundleError(f"{wfile}: weights do not fit {m['name']} as configured: "
+                              f"{str(err).splitlines()[0]}") from None
+        model.to(torch.device(device)).eval()
+        b = cls(model, m["name"], recipe, meta["classes"], model_kwargs=m.get("kwargs"),
+                provenance=meta.get("provenance"), metrics=meta.get("metrics"),
+                adaptation=meta.get("adaptation"),
+                align=None if align is None else align.numpy(),
+                history=meta.get("history"))
+        b.path = path
+        return b
+
+    # --- display -------------------------------------------------------------
+    def summary(self) -> str:
+        return summarize(self.to_meta() if self.path is None else read_meta(self.path))
+
+    def __repr__(self) -> str:
+        kind = "patient" if self.adaptation else "population"
+        return (f"<Bundle {kind} {self.model_name}: {len(self.ch_names)} ch @ {self.sfreq:g} Hz, "
+                f"{self.recipe.n_times} samples, classes={self.classes}"
+                + (f", path={self.path}" if self.path else "") + ">")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre>{html.escape(self.summary())}</pre>"
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """Read and check ``bundle.json`` without importing torch.
+
+    Raises
+    ------
+    BundleError
+        If the folder or file is missing, not JSON, not a bundle, of a newer
+        format, or internally inconsistent.
+    """
+    path = Path(path)
+    mfile = path / META_FILE
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    if not mfile.is_file():
+        raise BundleError(f"{path}: not a bundle ({META_FILE} is missing)")
+    try:
+        meta = json.loads(mfile.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{mfile}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BundleError(f"{mfile}: not an eegtransfer bundle (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BundleError(
+            f"{mfile}: format version {version} is newer than this eegtransfer reads "
+            f"({FORMAT_VERSION}); upgrade eegtransfer"
+        )
+    problems = []
+    for key in ("model", "recipe", "ch_names", "sfreq", "classes", "weights"):
+        if key not in meta:
+            problems.append(f"'{key}' is missing")
+    if problems:
+        raise BundleError(f"{mfile}: " + "; ".join(problems))
+    recipe, m = meta["recipe"], meta["model"]
+    if recipe.get("channels") != meta["ch_names"]:
+        problems.append(f"recipe channels {recipe.get('channels')} differ from ch_names {meta['ch_names']}")
+    if m.get("n_chans") != len(meta["ch_names"]):
+        problems.append(f"model n_chans={m.get('n_chans')} but {len(meta['ch_names'])} channel names")
+    if m.get("n_outputs") != len(meta["classes"]):
+        problems.append(f"model n_outputs={m.get('n_outputs')} but {len(meta['classes'])} classes")
+    if not np.isclose(float(recipe.get("sfreq", -1)), float(meta["sfreq"])) or not np.isclose(float(m.get("sfreq", -1)), float(meta["sfreq"])):
+        problems.append(f"sampling rates disagree: recipe {recipe.get('sfreq')}, model {m.get('sfreq')}, bundle {meta['sfreq']}")
+    try:
+        n_times = Recipe.from_dict(recipe).n_times
+        if m.get("n_times") != n_times:
+            problems.append(f"model n_times={m.get('n_times')} but the recipe window gives {n_times}")
+    except EEGTransferError as err:
+        problems.append(f"recipe: {err}")
+    if problems:
+        raise BundleError(f"{mfile}: inconsistent bundle: " + "; ".join(problems))
+    return meta
+
+
+def summarize(meta: dict[str, Any]) -> str:
+    """A person-readable summary of a bundle's metadata."""
+    m, r, p = meta["model"], meta["recipe"], meta.get("provenance") or {}
+    lines = [
+        f"model      {m['name']} ({'patient' if meta.get('adaptation') else 'population'} bundle)",
+        f"channels   {len(meta['ch_names'])}: {', '.join(meta['ch_names'])}",
+        f"sampling   {meta['sfreq']:g} Hz, window [{r['tmin']}, {r['tmax']}] s = {m['n_times']} samples",
+        f"classes    {', '.join(meta['classes'])}",
+        f"recipe     band {r['l_freq']}-{r['h_freq']} Hz, notch {r['notch']}, reference {r['reference']}, "
+        f"x{r['scale']:g}, standardize={r['standardize']}",
+    ]
+    for key in ("dataset", "subjects", "seed", "device", "created", "train_seconds", "parent"):
+        if key in p:
+            lines.append(f"{key:<10} {p[key]}")
+    if "versions" in p:
+        lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()))
+    if meta.get("adaptation"):
+        a = meta["adaptation"]
+        lines.append(f"adaptation {a.get('strategy')}: {a.get('n_calibration_trials')} trials, "
+                     f"{a.get('calibration_minutes')} min" + (f"; {a['note']}" if a.get("note") else ""))
+    for k, v in (meta.get("metrics") or {}).items():
+        lines.append(f"metric     {k} = {v:.4f}" if isinstance(v, float) else f"metric     {k} = {v}")
+    return "\n".join(lines)
+
+
+def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
+                     protect: list[Path | None] | None = None) -> None:
+    """Create folder ``path`` by calling ``write(tmp)`` on a temporary sibling, then renaming.
+
+    Nothing is left behind if ``write`` fails. An existing ``path`` is only
+    replaced when ``overwrite`` is true, and never when it contains or is
+    one of the ``protect`` folders (the bundle being read).
+    """
+    path = Path(path).absolute()
+    for prot in protect or []:
+        if prot is None:
+            continue
+        prot = Path(prot).absolute()
+        if path == prot or prot in path.parents or path in prot.parents:
+            raise EEGTransferError(f"output {path} is inside or contains the input bundle {prot}; choose another --out")
+    if path.exists() and not overwrite:
+        raise EEGTransferError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+    if path.exists() and not path.is_dir():
+        raise EEGTransferError(f"{path} exists and is not a folder; refusing to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}-{int(time.time())}")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_file_atomic(path: str | Path, data: str | bytes, *, overwrite: bool = True) -> Path:
+    """Write a file via a temporary sibling and ``os.replace``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise EEGTransferError(f"{path} already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,85 @@
+"""The ``eegtransfer`` command line. The only module that knows about it.
+
+Each sub-command lives in its own module with ``add_parser(subparsers)`` and
+``run(args) -> int``. Heavy packages (torch, braindecode, MOABB) are imported
+inside ``run`` only, so ``--help`` and ``info`` start in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+
+COMMANDS = ("demo", "pretrain", "calibrate", "predict", "info", "benchmark")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="eegtransfer",
+        description="Pretrain a braindecode EEG decoder on a population and adapt it to one patient.",
+    )
+    parser.add_argument("--version", action="version", version=f"eegtransfer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError:
+            continue
+        mod.add_parser(sub)
+    return parser
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    log = logging.getLogger("eegtransfer")
+    log.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    # Library chatter (MNE, braindecode deprecations) is not for the operator.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*n_times.*smaller than the minimum.*")
+    logging.getLogger("mne").setLevel(logging.ERROR)
+    logging.getLogger("moabb").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import EEGTransferError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    try:
+        return int(args.func(args) or 0)
+    except EEGTransferError as err:
+        print(f"eegtransfer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"eegtransfer {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+def add_common(p: argparse.ArgumentParser, *, device: bool = True, seed: bool = True) -> None:
+    """Options that every training command shares."""
+    if device:
+        p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress or log output")
+    p.add_argument("--verbose", action="store_true", help="more log output")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""MOABB datasets in, recipe-preprocessed trials out, offline-safe.
+
+MOABB resolves its cache from ``MNE_DATA`` (or ``MNE_DATASETS_<SIGN>_PATH``).
+When a file is missing it downloads it; with no network that fails, and we
+turn the failure into one message that names the folder that was searched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import DataNotFoundError, EEGTransferError
+from .preprocessing import Recipe, epochs_from_raw
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+logger = logging.getLogger("eegtransfer")
+
+# Recordings that appear under two subjects in the public release. The value
+# lists (subject, session, run) keys that are byte-identical copies.
+# Kalunga2016: subject 7 run 1 == subject 3 run 2 (see shared/data/README.md).
+KNOWN_DUPLICATES: dict[str, list[tuple[tuple[str, str, str], tuple[str, str, str]]]] = {
+    "Kalunga2016": [(("7", "0", "0"), ("3", "0", "1"))],
+}
+
+
+def mne_data_path() -> Path:
+    """The folder MOABB reads and downloads into (``MNE_DATA``, else ``~/mne_data``)."""
+    import mne
+
+    path = os.environ.get("MNE_DATA") or mne.get_config("MNE_DATA")
+    return Path(path) if path else Path.home() / "mne_data"
+
+
+def get_dataset(name: str) -> Any:
+    """Instantiate a MOABB dataset by class name (``"Kalunga2016"``, ``"FakeDataset"``)."""
+    os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
+    import moabb.datasets as mdatasets
+
+    cls = getattr(mdatasets, name, None)
+    if cls is None or not isinstance(cls, type):
+        known = sorted(n for n in getattr(mdatasets, "__all__", dir(mdatasets))
+                       if n[:1].isupper() and not n.startswith("Base"))
+        raise EEGTransferError(
+            f"unknown dataset {name!r}; MOABB datasets include: {', '.join(known[:40])}"
+            + (" ..." if len(known) > 40 else "")
+        )
+    return cls()
+
+
+def dataset_name(dataset: Any) -> str:
+    return type(dataset).__name__
+
+
+def check_subjects(dataset: Any, subjects: list[int]) -> list[int]:
+    """Return ``subjects`` as ints, or raise naming the ones not in the dataset."""
+    subjects = [int(s) for s in subjects]
+    unknown = [s for s in subjects if s not in dataset.subject_list]
+    if unknown:
+        raise EEGTransferError(
+            f"subject(s) {unknown} not in {dataset_name(dataset)}; "
+            f"available: {list(dataset.subject_list)}"
+        )
+    return subjects
+
+
+def default_recipe(dataset: Any, **overrides: Any) -> Recipe:
+    """A recipe for ``dataset``: its EEG channels, and its trial interval."""
+    chans = getattr(dataset, "channels", None)
+    kw: dict[str, Any] = {}
+    if dataset_name(dataset) == "Kalunga2016":
+        kw = dict(channels=["Oz", "O1", "O2", "PO3", "POz", "PO7", "PO8", "PO4"],
+                  tmin=1.0, tmax=5.0, l_freq=4.0, h_freq=45.0, sfreq=128.0)
+    else:
+        lo, hi = dataset.interval
+        kw = dict(tmin=float(lo), tmax=float(hi))
+        if chans:
+            kw["channels"] = list(chans)
+    kw.update(overrides)
+    if "channels" not in kw:
+        raise EEGTransferError(
+            f"{dataset_name(dataset)} does not list its channels; pass channels=[...]"
+        )
+    return Recipe(**kw)
+
+
+def _events_of(raw: Any, event_id: dict[str, int]) -> np.ndarray:
+    import mne
+
+    stim = [raw.ch_names[i] for i in mne.pick_types(raw.info, stim=True, eeg=False)]
+    if stim:
+        return mne.find_events(raw, stim_channel=stim, shortest_event=0, verbose=False)
+    events, _ = mne.events_from_annotations(raw, event_id=event_id, verbose=False)
+    return events
+
+
+def load_raws(dataset: Any, subjects: list[int], *,
+              on_missing: str = "raise") -> dict[int, dict[str, dict[str, Any]]]:
+    """``dataset.get_data`` per subject, with a clear error when offline without a cache.
+
+    ``on_missing="skip"`` leaves out (with a warning) subjects that are neither
+    cached nor downloadable, e.g. a population subject absent from an offline
+    cache; ``"raise"`` names the folder that was searched.
+    """
+    subjects = check_subjects(dataset, subjects)
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for subject in subjects:
+        try:
+            out[subject] = dataset.get_data([subject])[subject]
+        except Exception as err:  # requests, pooch and urllib raise different types
+            text = f"{type(err).__name__}: {err}"
+            network = any(k in text for k in ("Connection", "resolve", "URLError", "HTTP",
+                                              "Max retries", "timed out", "Name or service"))
+            if not network:
+                raise
+            msg = (f"{dataset_name(dataset)} subject {subject} is not in the MOABB cache at "
+                   f"{mne_data_path()} and could not be downloaded (no network). "
+                   "Set MNE_DATA to a folder that holds it.")
+            if on_missing != "skip":
+                raise DataNotFoundError(msg) from None
+            logger.warning("%s; left out", msg)
+    return out
+
+
+def load_dataset(
+    dataset: Any,
+    subjects: list[int],
+    recipe: Recipe | None = None,
+    *,
+    drop_duplicates_of: list[int] | None = None,
+    on_missing: str = "raise",
+    verbose: bool | str | None = False,
+) -> tuple[np.ndarray, pd.DataFrame, Recipe]:
+    """Load MOABB subjects and apply one recipe to every run.
+
+    Parameters
+    ----------
+    dataset : moabb dataset | str
+        A MOABB dataset instance or class name.
+    subjects : list of int
+    recipe : Recipe | None
+        Defaults to :func:`default_recipe`.
+    drop_duplicates_of : list of int | None
+        Target subjects: any run of ``subjects`` that is a known copy of a run
+        of one of these is left out (honest leave-subject-out splits).
+    on_missing : {"raise", "skip"}
+        What to do with a subject that is neither cached nor downloadable.
+
+    Returns
+    -------
+    X : ndarray of float32, shape (n_trials, n_chans, n_times)
+    meta : pandas.DataFrame
+        ``subject, session, run, onset, label``; trials in recording order.
+    recipe : Recipe
+    """
+    import pandas as pd
+
+    if isinstance(dataset, str):
+        dataset = get_dataset(dataset)
+    recipe = recipe or default_recipe(dataset)
+    name = dataset_name(dataset)
+    skip = set()
+    for a, b in KNOWN_DUPLICATES.get(name, []):
+        for target in drop_duplicates_of or []:
+            if a[0] == str(target):
+                skip.add(b)
+            if b[0] == str(target):
+                skip.add(a)
+    data = load_raws(dataset, subjects, on_missing=on_missing)
+    xs, metas = [], []
+    for subject in data:
+        for session, runs in data[subject].items():
+            for run, raw in runs.items():
+                if (str(subject), str(session), str(run)) in skip:
+                    logger.info("%s subject %s session %s run %s: left out, a copy of a "
+                                "target subject's run", name, subject, session, run)
+                    continue
+                events = _events_of(raw, dataset.event_id)
+                X, meta = epochs_from_raw(
+                    raw, events, dataset.event_id, recipe, subject=subject,
+                    session=session, run=run,
+                    source=f"{name} subject {subject} session {session} run {run}",
+                    verbose=verbose,
+                )
+                xs.append(X)
+                metas.append(meta)
+    if not xs:
+        raise EEGTransferError(f"{name}: no trials loaded for subjects {subjects}")
+    return np.concatenate(xs), pd.concat(metas, ignore_index=True), recipe

@@ -1,0 +1,71 @@
+"""Scores and leave-one-subject-out splits.
+
+Accuracy is computed on trials **after** the calibration data in recording
+time, never on a random sample of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle
+from .datasets import KNOWN_DUPLICATES
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str] | None = None) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, confusion matrix and counts per class.
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of str, shape (n_trials,)
+    classes : list of str | None
+        Row/column order of the confusion matrix.
+
+    Returns
+    -------
+    dict with ``accuracy``, ``balanced_accuracy``, ``confusion`` (list of
+    lists, rows true, columns predicted), ``classes``, ``counts`` and ``n``.
+    """
+    y_true = np.asarray(y_true).astype(str)
+    y_pred = np.asarray(y_pred).astype(str)
+    classes = list(classes) if classes is not None else sorted(set(y_true) | set(y_pred))
+    idx = {c: i for i, c in enumerate(classes)}
+    cm = np.zeros((len(classes), len(classes)), dtype=int)
+    for t, p in zip(y_true, y_pred):
+        if t in idx and p in idx:
+            cm[idx[t], idx[p]] += 1
+    n = len(y_true)
+    recalls = [cm[i, i] / cm[i].sum() for i in range(len(classes)) if cm[i].sum() > 0]
+    return {
+        "accuracy": float((y_true == y_pred).mean()) if n else float("nan"),
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
+        "confusion": cm.tolist(),
+        "classes": classes,
+        "counts": {c: int((y_true == c).sum()) for c in classes},
+        "n": n,
+    }
+
+
+def score_bundle(bundle: Bundle, X: np.ndarray, labels: np.ndarray, *, device: str = "cpu") -> dict[str, Any]:
+    """:func:`scores` of ``bundle``'s predictions on labelled trials."""
+    labels = np.asarray(labels).astype(str)
+    pred = bundle.predict(X, device=device)
+    classes = list(bundle.classes) + sorted(set(labels.tolist()) - set(bundle.classes))
+    return scores(labels, pred, classes)
+
+
+def population_for(target: int, subjects: list[int], dataset: str) -> list[int]:
+    """Every subject but ``target``: the leave-one-subject-out population.
+
+    Known duplicated runs between the population and the target are removed
+    when loading (``load_dataset(drop_duplicates_of=[target])``), not here.
+    """
+    return [int(s) for s in subjects if int(s) != int(target)]
+
+
+def duplicates_note(dataset: str) -> str:
+    pairs = KNOWN_DUPLICATES.get(dataset, [])
+    return "; ".join(f"subject {a[0]} run {a[2]} == subject {b[0]} run {b[2]} (dropped from "
+                     "the population when either is the target)" for a, b in pairs)

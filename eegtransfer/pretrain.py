@@ -1,0 +1,173 @@
+"""Population pretraining: one braindecode model trained on many subjects.
+
+Validation is split **by subject**, so early stopping measures what we care
+about, generalisation to people the model has not seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .bundle import Bundle, package_versions
+from .errors import EEGTransferError
+from .preprocessing import Recipe
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+logger = logging.getLogger("eegtransfer")
+
+
+def split_by_subject(subjects: np.ndarray, *, val_fraction: float = 0.2,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, val) that put whole subjects in validation.
+
+    At least one subject goes to validation when there are two or more;
+    with a single subject, validation is empty.
+    """
+    subjects = np.asarray(subjects).astype(str)
+    uniq = np.unique(subjects)
+    if len(uniq) < 2 or val_fraction <= 0:
+        return np.ones(len(subjects), bool), np.zeros(len(subjects), bool)
+    n_val = min(len(uniq) - 1, max(1, int(round(val_fraction * len(uniq)))))
+    rng = np.random.default_rng(seed)
+    val_subj = rng.choice(uniq, size=n_val, replace=False)
+    val = np.isin(subjects, val_subj)
+    return ~val, val
+
+
+def pretrain(
+    X: np.ndarray,
+    labels: np.ndarray,
+    meta: pd.DataFrame,
+    recipe: Recipe,
+    *,
+    model: str = "EEGNet",
+    classes: list[str] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    epochs: int = 100,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    weight_decay: float = 0.0,
+    patience: int = 40,
+    val_fraction: float = 0.2,
+    align: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = False,
+    checkpoint: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Bundle:
+    """Train a population model and return it as a :class:`Bundle`.
+
+    Parameters
+    ----------
+    X : ndarray of float32, shape (n_trials, n_chans, n_times)
+        Preprocessed trials (see :mod:`eegtransfer.preprocessing`).
+    labels : ndarray of str, shape (n_trials,)
+        Class names.
+    meta : pandas.DataFrame
+        Per-trial metadata with a ``subject`` column (for the validation split).
+    recipe : Recipe
+        The recipe that made ``X``; stored in the bundle.
+    model : str
+        A name from :func:`eegtransfer.models.known_models`.
+    classes : list of str | None
+        Output order; defaults to the sorted unique labels.
+    align : bool
+        Euclidean-align each subject with its own reference before training,
+        so that patients can be aligned the same way (strategy ``align``).
+    device : {"auto", "cpu", "cuda", "mps"}
+    seed : int
+        Seeds initialisation, dropout, batch order and the subject split.
+
+    Returns
+    -------
+    bundle : Bundle
+    """
+    from .engine import seed_everything, select_device, train
+    from .models import build_model, check_model_name
+
+    model = check_model_name(model)
+    X = np.asarray(X, dtype=np.float32)
+    labels = np.asarray(labels).astype(str)
+    if X.ndim != 3 or X.shape[1:] != (recipe.n_chans, recipe.n_times):
+        raise EEGTransferError(
+            f"X must have shape (n_trials, {recipe.n_chans}, {recipe.n_times}) for this recipe, got {X.shape}"
+        )
+    if len(labels) != len(X) or len(meta) != len(X):
+        raise EEGTransferError(f"X has {len(X)} trials but labels {len(labels)} and meta {len(meta)}")
+    classes = sorted(set(labels.tolist())) if classes is None else [str(c) for c in classes]
+    if len(classes) < 2:
+        raise EEGTransferError(f"pretraining needs at least 2 classes, got {classes}")
+    dev = select_device(device)
+    seed_everything(seed)
+    subjects = meta["subject"].astype(str).to_numpy()
+    if align:
+        from .alignment import align_per_group
+
+        X = align_per_group(X, subjects)
+    tr, va = split_by_subject(subjects, val_fraction=val_fraction, seed=seed)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(labels.tolist()) - set(classes))
+    if unknown:
+        raise EEGTransferError(f"labels {unknown} are not in classes {classes}")
+    y = np.array([index[v] for v in labels], dtype=np.int64)
+    net = build_model(model, recipe.n_chans, len(classes), recipe.n_times, recipe.sfreq,
+                      ch_names=recipe.channels, **(model_kwargs or {}))
+    logger.info("pretraining %s on %d trials (%d subjects, %d for validation) on %s",
+                model, int(tr.sum()), len(np.unique(subjects)), len(np.unique(subjects[va])), dev)
+    t0 = time.perf_counter()
+    hist = train(net, X[tr], y[tr], X_val=X[va] if va.any() else None,
+                 y_val=y[va] if va.any() else None, epochs=epochs, batch_size=batch_size,
+                 lr=lr, weight_decay=weight_decay, patience=patience, device=dev, seed=seed,
+                 progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint)
+    net.to("cpu")
+    seconds = time.perf_counter() - t0
+    best = hist.epochs[hist.best_epoch - hist.epochs[0]["epoch"]] if hist.epochs else {}
+    prov = {
+        "subjects": sorted(np.unique(subjects).tolist()),
+        "validation_subjects": sorted(np.unique(subjects[va]).tolist()),
+        "n_trials": int(len(X)),
+        "seed": seed,
+        "device": str(dev),
+        "euclidean_alignment": bool(align),
+        "hyperparameters": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                            "weight_decay": weight_decay, "patience": patience,
+                            "val_fraction": val_fraction},
+        "train_seconds": round(seconds, 3),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+        **(provenance or {}),
+    }
+    metrics = {k: v for k, v in best.items() if k != "epoch"}
+    return Bundle(net, model, recipe, classes, model_kwargs=model_kwargs, provenance=prov,
+                  metrics=metrics, history=hist.to_dict())
+
+
+def pretrain_on_dataset(
+    dataset: Any,
+    subjects: list[int],
+    *,
+    recipe: Recipe | None = None,
+    exclude_copies_of: list[int] | None = None,
+    **kwargs: Any,
+) -> Bundle:
+    """Load MOABB ``subjects`` with one recipe and call :func:`pretrain`.
+
+    ``exclude_copies_of`` lists target subjects whose known duplicated runs
+    must stay out of the population (see :data:`eegtransfer.datasets.KNOWN_DUPLICATES`).
+    """
+    from .datasets import dataset_name, get_dataset, load_dataset
+
+    if isinstance(dataset, str):
+        dataset = get_dataset(dataset)
+    X, meta, recipe = load_dataset(dataset, subjects, recipe, drop_duplicates_of=exclude_copies_of)
+    prov = {"dataset": dataset_name(dataset), "paradigm": getattr(dataset, "paradigm", None)}
+    prov.update(kwargs.pop("provenance", None) or {})
+    return pretrain(X, meta["label"].to_numpy(), meta, recipe, provenance=prov, **kwargs)

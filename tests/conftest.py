@@ -1,0 +1,95 @@
+"""Shared fixtures: FakeDataset trials for unit tests, the Kalunga2016 cache for real ones."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNE_DATA = REPO.parent / "shared" / "data" / "mne_data"
+
+os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
+os.environ.setdefault("MPLBACKEND", "Agg")
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def real_data_path() -> Path | None:
+    path = Path(os.environ.get("MNE_DATA", SHARED_MNE_DATA))
+    return path if (path / "MNE-ssvepexo-data").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def mne_data() -> Path:
+    path = real_data_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the Kalunga2016 cache is missing under {os.environ.get('MNE_DATA', SHARED_MNE_DATA)}")
+        pytest.skip("Kalunga2016 MOABB cache not found; set MNE_DATA")
+    os.environ["MNE_DATA"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def kalunga_path(mne_data: Path) -> Path:
+    return mne_data / "MNE-ssvepexo-data" / "zenodo" / "2392979"
+
+
+@pytest.fixture(scope="session")
+def fake_dataset():
+    from moabb.datasets.fake import FakeDataset
+
+    return FakeDataset(event_list=["left_hand", "right_hand", "feet"], n_subjects=4, n_sessions=1,
+                       n_runs=2, duration=60, sfreq=128, paradigm="imagery", seed=7,
+                       channels=("C3", "Cz", "C4", "Pz"))
+
+
+@pytest.fixture(scope="session")
+def fake_recipe():
+    from eegtransfer.preprocessing import Recipe
+
+    return Recipe(channels=["C3", "Cz", "C4", "Pz"], sfreq=64.0, tmin=0.0, tmax=1.0,
+                  l_freq=2.0, h_freq=30.0, notch=[])
+
+
+@pytest.fixture(scope="session")
+def fake_trials(fake_dataset, fake_recipe):
+    """(X, meta, recipe) for FakeDataset subjects 1-4."""
+    from eegtransfer.datasets import load_dataset
+
+    return load_dataset(fake_dataset, [1, 2, 3, 4], fake_recipe)
+
+
+@pytest.fixture(scope="session")
+def fake_population(fake_trials):
+    """A tiny EEGNet pretrained on FakeDataset subjects 2-4 (CPU, seed 0)."""
+    from eegtransfer.pretrain import pretrain
+
+    X, meta, recipe = fake_trials
+    pop = (meta["subject"] != "1").to_numpy()
+    return pretrain(X[pop], meta["label"][pop].to_numpy(), meta[pop], recipe, model="EEGNet",
+                    epochs=3, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def kalunga_small(mne_data):
+    """Kalunga2016 subjects 2, 4, 5 and 6, preprocessed with the default recipe."""
+    from eegtransfer.datasets import load_dataset
+
+    return load_dataset("Kalunga2016", [2, 4, 5, 6])
+
+
+def target_split(meta, subject: str):
+    """Boolean masks: the subject's first run (calibration) and its later runs (test)."""
+    is_t = (meta["subject"] == subject).to_numpy()
+    first = meta[is_t].iloc[0]
+    first_run = is_t & (meta["session"] == first["session"]).to_numpy() & (meta["run"] == first["run"]).to_numpy()
+    return first_run, is_t & ~first_run
+
+
+def assert_state_equal(a: dict, b: dict, keys=None) -> None:
+    for k in keys if keys is not None else a:
+        assert np.array_equal(a[k].cpu().numpy(), b[k].cpu().numpy()), k
