@@ -10,7 +10,6 @@ a seed gives bit-identical weights on the CPU.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -45,13 +44,50 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def configure_threads(n: int | None = None) -> None:
-    """Use the cores we are given (``OMP_NUM_THREADS`` wins), not more."""
+def _cgroup_cpus() -> int | None:
+    """CPUs allowed by a cgroup v2 quota (containers), or ``None`` without one."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return max(1, int(int(quota) // int(period)))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, capped by a cgroup quota."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    return max(1, min(n, quota) if quota else n)
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads to the cores we are given, not more.
+
+    Parameters
+    ----------
+    n : int | None
+        Threads to use. ``None``: ``OMP_NUM_THREADS`` when set to a positive
+        integer, else :func:`available_cpus` (the affinity mask, capped by a
+        container's cgroup CPU quota; ``os.cpu_count()`` alone would count the
+        host's cores and oversubscribe them).
+
+    Returns
+    -------
+    n : int
+        The number of threads now in use.
+    """
     if n is None:
-        env = os.environ.get("OMP_NUM_THREADS")
-        n = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        n = int(env) if env.isdigit() and int(env) > 0 else available_cpus()
+    n = max(1, int(n))
     if torch.get_num_threads() != n:
-        torch.set_num_threads(max(1, n))
+        torch.set_num_threads(n)
+    return n
 
 
 def seed_everything(seed: int) -> None:
@@ -76,14 +112,58 @@ class History:
                 "seconds": self.seconds, "stopped_early": self.stopped_early}
 
 
-def _to_tensor(a: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _to_tensor(a: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype,
+               on_device: bool | None = None) -> torch.Tensor:
+    """``a`` as a tensor on ``device``, or in pinned host memory when it does not fit.
+
+    On CUDA the data goes to the GPU when it takes less than half the free
+    memory (``on_device=None``), or as ``on_device`` says; otherwise it stays
+    on the host, pinned, and batches are staged by :class:`_Batcher`.
+    """
     t = torch.as_tensor(a, dtype=dtype)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        if t.element_size() * t.nelement() < 0.5 * free:
-            return t.to(device)
-        return t.pin_memory()
+        if on_device is None:
+            free, _ = torch.cuda.mem_get_info(device)
+            on_device = t.element_size() * t.nelement() < 0.5 * free
+        return t.to(device) if on_device else t.cpu().pin_memory()
     return t.to(device)
+
+
+class _Batcher:
+    """Minibatches of ``(X, y)`` by index, on ``device``.
+
+    Data already on the device is indexed there. Host data (pinned, for a
+    CUDA device) is gathered with ``index_select`` straight into one of two
+    pinned staging buffers and copied with ``non_blocking=True``: indexing a
+    pinned tensor the plain way gives pageable memory, whose copies block.
+    A buffer is reused only after the copy that read it has finished.
+    """
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int) -> None:
+        self.X, self.y, self.device = X, y, device
+        self.staged = X.device != device and device.type == "cuda"
+        if self.staged:
+            self.bufs = [(torch.empty((batch_size, *X.shape[1:]), dtype=X.dtype).pin_memory(),
+                          torch.empty((batch_size,), dtype=y.dtype).pin_memory()) for _ in range(2)]
+            self.events: list[torch.cuda.Event | None] = [None, None]
+            self.turn = 0
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.staged:
+            idx = idx.to(self.X.device)
+            return (self.X[idx].to(self.device, non_blocking=True),
+                    self.y[idx].to(self.device, non_blocking=True))
+        k, self.turn = self.turn, 1 - self.turn
+        if self.events[k] is not None:
+            self.events[k].synchronize()
+        bx, by = (b[:len(idx)] for b in self.bufs[k])
+        torch.index_select(self.X, 0, idx, out=bx)
+        torch.index_select(self.y, 0, idx, out=by)
+        xb, yb = bx.to(self.device, non_blocking=True), by.to(self.device, non_blocking=True)
+        ev = torch.cuda.Event()
+        ev.record()
+        self.events[k] = ev
+        return xb, yb
 
 
 def set_train_mode(model: nn.Module, trainable: set[str] | None) -> None:
@@ -123,6 +203,7 @@ def train(
     progress: bool = False,
     desc: str = "train",
     checkpoint: str | Path | None = None,
+    data_on_device: bool | None = None,
 ) -> History:
     """Train ``model`` in place with cross-entropy, keeping the best epoch.
 
@@ -142,20 +223,35 @@ def train(
         Stop after this many epochs without a better validation loss.
     device : str | torch.device
     seed : int
-        Seeds dropout and the batch order.
+        Seeds dropout and the batch order (``torch.Generator(seed)``, one
+        ``randperm`` per epoch).
+    progress : bool
+        Show a tqdm bar.
+    desc : str
+        Label of the progress bar and log lines.
     checkpoint : path | None
-        If given, training state is saved there after each epoch and a run
-        that finds it resumes where it stopped.
+        If given, the training state (weights, optimiser, best weights, RNG
+        states, epoch, history) is saved there after each epoch, and a run
+        that finds it resumes after the last saved epoch: an interrupted run
+        resumed with the same arguments ends with the same weights as an
+        uninterrupted one. A checkpoint written by a different run (other
+        model, data size or hyper-parameters) raises an error.
+    data_on_device : bool | None
+        CUDA only: keep the data on the GPU (``True``) or in pinned host
+        memory with batches copied asynchronously (``False``). ``None``
+        decides by free GPU memory.
 
     Returns
     -------
     history : History
-        The model is left holding the weights of ``history.best_epoch``.
+        One record per epoch (losses, accuracies, ``seconds``). The model is
+        left holding the weights of ``history.best_epoch``, in eval mode.
     """
     t0 = time.perf_counter()
     device = torch.device(device)
     configure_threads()
-    if device.type == "cuda":
+    cuda = device.type == "cuda"
+    if cuda:
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -171,69 +267,101 @@ def train(
     if not params:
         raise EEGTransferError("nothing to train: the trainable parameter list is empty")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    Xt, yt = _to_tensor(X, device, torch.float32), _to_tensor(y, device, torch.long)
+    Xt = _to_tensor(X, device, torch.float32, data_on_device)
+    yt = _to_tensor(y, device, torch.long, None if Xt.device == device else False)
     n = len(yt)
     if n == 0:
         raise EEGTransferError("no training trials")
     has_val = X_val is not None and y_val is not None and len(y_val) > 0
     if has_val:
-        Xv, yv = _to_tensor(X_val, device, torch.float32), _to_tensor(y_val, device, torch.long)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else nullcontext())
+        Xv = _to_tensor(X_val, device, torch.float32, data_on_device)
+        yv = _to_tensor(y_val, device, torch.long, None if Xv.device == device else False)
+    batches = _Batcher(Xt, yt, device, batch_size)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     loss_fn = nn.CrossEntropyLoss()
     hist = History()
     best_loss, best_state, bad, start = float("inf"), None, 0, 0
     ckpt = Path(checkpoint) if checkpoint else None
+    fingerprint = {
+        "params": [[k, list(p.shape)] for k, p in model.named_parameters()],
+        "trainable": sorted(train_set), "n_train": n, "n_val": len(y_val) if has_val else 0,
+        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+    }
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != fingerprint:
+            raise EEGTransferError(
+                f"checkpoint {ckpt} was written by a different training run (model, data size or "
+                "settings differ); delete it or give another checkpoint path")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        best_state = state["best"]
+        if state["best"] is not None:
+            best_state = {k: v.to(device) for k, v in state["best"].items()}
         best_loss, bad, start = state["best_loss"], state["bad"], state["epoch"] + 1
         hist = History(**{**state["history"], "seconds": 0.0})
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
+        if cuda and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         logger.info("%s: resumed from %s at epoch %d", desc, ckpt, start)
+        if hist.stopped_early:
+            start = epochs  # it had already stopped: nothing left to train
 
     from tqdm.auto import tqdm
 
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False)
+    mode = None if trainable is None else train_set
     for epoch in bar:
-        set_train_mode(model, None if trainable is None else train_set)
+        te = time.perf_counter()
+        set_train_mode(model, mode)
         perm = torch.randperm(n, generator=gen)
-        total, correct = 0.0, 0
+        if not batches.staged:
+            perm = perm.to(Xt.device)
+        # Sums stay on the device: one host sync per epoch, not two per batch.
+        total = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        total_f, correct_f, seen = 0.0, 0, 0
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
             if len(idx) < 2 and n >= 2:  # a batch of one breaks batch-norm
                 continue
-            xb = Xt[idx.to(Xt.device)].to(device, non_blocking=True)
-            yb = yt[idx.to(yt.device)].to(device, non_blocking=True)
+            xb, yb = batches(idx)
             with autocast:
                 out = model(xb)
                 loss = loss_fn(out.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
-            correct += int((out.argmax(1) == yb).sum())
-        rec = {"epoch": epoch, "train_loss": total / n, "train_acc": correct / n}
+            with torch.no_grad():
+                if cuda:  # no host sync per batch
+                    total += loss.detach() * len(idx)
+                    correct += (out.argmax(1) == yb).sum()
+                else:  # on the CPU a float is cheaper than a tensor op
+                    total_f += float(loss) * len(idx)
+                    correct_f += int((out.argmax(1) == yb).sum())
+            seen += len(idx)
+        rec = {"epoch": epoch, "train_loss": (float(total) + total_f) / max(seen, 1),
+               "train_acc": (int(correct) + correct_f) / max(seen, 1)}
         if has_val:
             vl, va = evaluate(model, Xv, yv, device=device, batch_size=max(batch_size, 256))
             rec.update(val_loss=vl, val_acc=va)
             if vl < best_loss - 1e-6:
                 best_loss, bad = vl, 0
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = _copy_state(model, best_state)
                 hist.best_epoch = epoch
             else:
                 bad += 1
         else:
             hist.best_epoch = epoch
+        stop = has_val and patience is not None and bad >= patience
+        hist.stopped_early = bool(stop)
+        rec["seconds"] = time.perf_counter() - te
         hist.epochs.append(rec)
         bar.set_postfix({k: round(v, 3) for k, v in rec.items() if k != "epoch"})
         if ckpt is not None:
-            _save_checkpoint(ckpt, model, opt, best_state, best_loss, bad, epoch, hist, gen)
-        if has_val and patience is not None and bad >= patience:
-            hist.stopped_early = True
+            _save_checkpoint(ckpt, model, opt, best_state, best_loss, bad, epoch, hist, gen, fingerprint,
+                             device)
+        if stop:
             break
     if has_val and best_state is not None:
         model.load_state_dict(best_state)
@@ -244,19 +372,32 @@ def train(
     return hist
 
 
+def _copy_state(model: nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Copy the model's state into ``into`` in place (allocated once), on the model's device."""
+    state = model.state_dict()
+    if into is None or into.keys() != state.keys():
+        return {k: v.detach().clone() for k, v in state.items()}
+    with torch.no_grad():
+        for k, v in state.items():
+            into[k].copy_(v)
+    return into
+
+
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, best: Any,
                      best_loss: float, bad: int, epoch: int, hist: History,
-                     gen: torch.Generator) -> None:
+                     gen: torch.Generator, fingerprint: dict[str, Any], device: torch.device) -> None:
+    """Write the training state atomically (a temporary file, then a rename)."""
     tmp = path.with_name(path.name + ".tmp")
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best,
                 "best_loss": best_loss, "bad": bad, "epoch": epoch,
                 "history": {"epochs": hist.epochs, "best_epoch": hist.best_epoch,
                             "stopped_early": hist.stopped_early},
-                "gen": gen.get_state(), "rng": torch.get_rng_state()}, tmp)
+                "gen": gen.get_state(), "rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
+                "fingerprint": fingerprint}, tmp)
     os.replace(tmp, path)
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, X: np.ndarray | torch.Tensor, *,
                    device: str | torch.device = "cpu", batch_size: int = 256) -> np.ndarray:
     """Logits of ``model`` in eval mode, shape (n_trials, n_classes)."""
@@ -264,38 +405,46 @@ def predict_logits(model: nn.Module, X: np.ndarray | torch.Tensor, *,
     model.to(device).eval()
     Xt = torch.as_tensor(X, dtype=torch.float32)
     outs = []
-    for i in range(0, len(Xt), batch_size):
-        outs.append(model(Xt[i:i + batch_size].to(device)).float().cpu())
+    with torch.inference_mode():
+        for i in range(0, len(Xt), batch_size):
+            outs.append(model(Xt[i:i + batch_size].to(device)).float().cpu())
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outs).numpy()
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
              device: torch.device, batch_size: int = 256) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy, in eval mode (restores the caller's modes)."""
+    """Mean cross-entropy and accuracy, in eval mode (restores the caller's modes).
+
+    On CUDA it runs under the same bf16 autocast as training; the sums stay
+    on the device until the end (one host sync).
+    """
+    device = torch.device(device)
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    total, correct = 0.0, 0
-    for i in range(0, len(y), batch_size):
-        xb = X[i:i + batch_size].to(device, non_blocking=True)
-        yb = y[i:i + batch_size].to(device, non_blocking=True)
-        out = model(xb).float()
-        total += float(nn.functional.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    total = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    with torch.inference_mode(), autocast:
+        for i in range(0, len(y), batch_size):
+            xb = X[i:i + batch_size].to(device, non_blocking=True)
+            yb = y[i:i + batch_size].to(device, non_blocking=True)
+            out = model(xb).float()
+            total += nn.functional.cross_entropy(out, yb, reduction="sum")
+            correct += (out.argmax(1) == yb).sum()
     for m, mode in modes.items():
         m.training = mode
-    return total / len(y), correct / len(y)
+    return float(total) / len(y), int(correct) / len(y)
 
 
-@torch.no_grad()
 def head_inputs(model: nn.Module, X: np.ndarray | torch.Tensor, head: str = "final_layer", *,
                 device: str | torch.device = "cpu", batch_size: int = 256) -> torch.Tensor:
     """The frozen trunk's output: what ``model.<head>`` receives, in eval mode.
 
     Head-only adaptation trains on these cached features, so the trunk runs
-    once instead of once per epoch.
+    once instead of once per epoch. The result is an ordinary CPU tensor
+    (not an inference-mode one), so it can be trained on.
     """
     device = torch.device(device)
     module = dict(model.named_modules())[head]
@@ -305,4 +454,4 @@ def head_inputs(model: nn.Module, X: np.ndarray | torch.Tensor, head: str = "fin
         predict_logits(model, X, device=device, batch_size=batch_size)
     finally:
         hook.remove()
-    return torch.cat(feats) if feats else torch.zeros(0)
+    return torch.cat(feats).clone() if feats else torch.zeros(0)

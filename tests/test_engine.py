@@ -1,0 +1,186 @@
+"""The training engine against a plain torch loop, checkpoint resume, and cached head features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_state_equal
+from torch import nn
+
+from eegtransfer import engine
+from eegtransfer.errors import EEGTransferError
+from eegtransfer.models import HEAD, build_model
+
+N_CHANS, N_TIMES, SFREQ, N_CLASSES = 4, 128, 128.0, 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """One intra-op thread: train() reads OMP_NUM_THREADS, and on a shared machine two
+    spinning OpenMP threads can be many times slower than one."""
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(n: int = 42, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Trials whose class sets the frequency of a sine on some channels, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, n)
+    t = np.arange(N_TIMES) / SFREQ
+    X = rng.standard_normal((n, N_CHANS, N_TIMES)).astype(np.float32)
+    X[:, :2] += np.sin(2 * np.pi * (6 + 6 * y)[:, None, None] * t).astype(np.float32)
+    return X, y
+
+
+def _model(seed: int = 1) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("EEGNet", N_CHANS, N_CLASSES, N_TIMES, SFREQ)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _reference_loop(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
+                    lr: float, seed: int) -> list[float]:
+    """Textbook torch training: seeded shuffle per epoch, AdamW, cross-entropy."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y, dtype=torch.long)
+    losses = []
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(yt), generator=gen)
+        total, seen = 0.0, 0
+        for i in range(0, len(yt), batch_size):
+            idx = perm[i:i + batch_size]
+            if len(idx) < 2:
+                continue
+            loss = nn.functional.cross_entropy(model(Xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        losses.append(total / seen)
+    model.eval()
+    return losses
+
+
+def test_engine_matches_a_plain_torch_loop():
+    X, y = _data(41)  # 41 = 2 full batches of 16 + 9: a ragged last batch
+    ours, ref = _model(), _model()
+    hist = engine.train(ours, X, y, epochs=5, batch_size=16, lr=3e-3, patience=None, seed=3, device="cpu")
+    ref_losses = _reference_loop(ref, X, y, epochs=5, batch_size=16, lr=3e-3, seed=3)
+    np.testing.assert_allclose([e["train_loss"] for e in hist.epochs], ref_losses, rtol=1e-5, atol=1e-6)
+    assert ref_losses[-1] < ref_losses[0]  # it learns: the comparison is not between two no-ops
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert len(hist.epochs) == 5 and all(e["seconds"] > 0 for e in hist.epochs)
+    assert not any(p.grad is None for p in ours.parameters())  # parameters were trained
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    X, y = _data(40)
+    Xv, yv = _data(16, seed=1)
+    kw = dict(X_val=Xv, y_val=yv, batch_size=16, lr=3e-3, patience=50, seed=5, device="cpu")
+    full = _model()
+    h_full = engine.train(full, X, y, epochs=6, **kw)
+
+    ckpt = tmp_path / "run.ckpt"
+    part = _model()
+    engine.train(part, X, y, epochs=3, checkpoint=ckpt, **kw)  # "interrupted" after 3 epochs
+    resumed = _model()  # a new process would start from a freshly built model
+    h_res = engine.train(resumed, X, y, epochs=6, checkpoint=ckpt, **kw)
+    assert_state_equal(full.state_dict(), resumed.state_dict())
+    assert [e["train_loss"] for e in h_res.epochs] == [e["train_loss"] for e in h_full.epochs]
+    assert h_res.best_epoch == h_full.best_epoch
+
+
+def test_resume_after_a_crash_mid_epoch(tmp_path):
+    X, y = _data(48)
+    kw = dict(batch_size=16, lr=3e-3, patience=None, seed=2, device="cpu")
+    full = _model()
+    engine.train(full, X, y, epochs=4, **kw)
+
+    crashing = _model()
+    calls = {"n": 0}
+
+    def crash(module, inputs):
+        calls["n"] += 1
+        if calls["n"] == 8:  # the 2nd batch of epoch 3: epochs 0-1 are saved, epoch 2 is lost
+            raise KeyboardInterrupt
+
+    handle = crashing.register_forward_pre_hook(crash)
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(crashing, X, y, epochs=4, checkpoint=ckpt, **kw)
+    handle.remove()
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    resumed = _model()
+    engine.train(resumed, X, y, epochs=4, checkpoint=ckpt, **kw)
+    assert_state_equal(full.state_dict(), resumed.state_dict())
+
+
+def test_checkpoint_of_another_run_is_refused_and_early_stop_is_kept(tmp_path):
+    X, y = _data(32)
+    ckpt = tmp_path / "run.ckpt"
+    engine.train(_model(), X, y, epochs=2, batch_size=16, patience=None, checkpoint=ckpt)
+    with pytest.raises(EEGTransferError, match="different training run"):
+        engine.train(_model(), X, y, epochs=3, batch_size=8, patience=None, checkpoint=ckpt)
+
+    # a run that stopped early does not train on when resumed
+    Xv, yv = _data(12, seed=4)
+    ckpt2 = tmp_path / "stopped.ckpt"
+    m = _model()
+    h = engine.train(m, X, y, X_val=Xv, y_val=yv, epochs=40, lr=0.5, patience=1, checkpoint=ckpt2)
+    assert h.stopped_early
+    again = _model()
+    h2 = engine.train(again, X, y, X_val=Xv, y_val=yv, epochs=40, lr=0.5, patience=1, checkpoint=ckpt2)
+    assert len(h2.epochs) == len(h.epochs) and h2.stopped_early
+    assert_state_equal(m.state_dict(), again.state_dict())
+
+
+def test_cached_head_features_train_the_same_head_as_the_frozen_trunk():
+    X, y = _data(40)
+    pre = _model()
+    engine.train(pre, X, y, epochs=2, batch_size=16, patience=None)  # a non-trivial trunk
+    through, cached = _model(), _model()
+    through.load_state_dict(pre.state_dict())
+    cached.load_state_dict(pre.state_dict())
+    head_names = [n for n, _ in through.named_parameters() if n.startswith(HEAD + ".")]
+    kw = dict(epochs=6, batch_size=16, lr=1e-2, patience=None, seed=9, device="cpu")
+
+    engine.train(through, X, y, trainable=head_names, **kw)
+    feats = engine.head_inputs(cached, X)
+    assert not feats.is_inference() and feats.shape[0] == len(X)
+    engine.train(getattr(cached, HEAD), feats, y, **kw)
+
+    trunk = [k for k in pre.state_dict() if not k.startswith(HEAD + ".")]
+    assert_state_equal(pre.state_dict(), through.state_dict(), trunk)  # frozen, BN stats included
+    for k in head_names:
+        torch.testing.assert_close(cached.state_dict()[k], through.state_dict()[k], rtol=1e-4, atol=1e-5)
+        assert not torch.equal(pre.state_dict()[k], through.state_dict()[k])  # the head did change
+
+
+def test_configure_threads(monkeypatch):
+    assert engine.configure_threads() == 1 and torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not-a-number")
+    assert engine.configure_threads() == engine.available_cpus() == torch.get_num_threads()
+    assert 1 <= engine.available_cpus() <= (torch.multiprocessing.cpu_count() or 1)
+    assert engine.configure_threads(1) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pinned_host_batches_match_device_batches():
+    X, y = _data(40)
+    a, b = _model(), _model()
+    kw = dict(epochs=2, batch_size=16, patience=None, seed=0, device="cuda")
+    ha = engine.train(a, X, y, data_on_device=True, **kw)
+    hb = engine.train(b, X, y, data_on_device=False, **kw)
+    assert [e["train_loss"] for e in ha.epochs] == pytest.approx([e["train_loss"] for e in hb.epochs],
+                                                                  rel=1e-3)
