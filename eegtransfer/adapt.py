@@ -5,20 +5,36 @@ so later data is always the test. The population bundle is never modified.
 
 Strategies (``strategy=``), combinable with ``+``:
 
-========== ============================================================ ======
-name       what changes                                                 labels
-========== ============================================================ ======
-none       nothing (zero-shot)                                          no
-head       the classification head, trained on cached trunk features    yes
-last-k     the last ``k`` blocks and the head                           yes
-full       every layer, with a small learning rate                      yes
-bn         batch-norm running statistics re-estimated (AdaBN)           no
-align      Euclidean alignment to the patient's mean covariance         no
-auto       the best of the above by inner validation on calibration     yes
-========== ============================================================ ======
+============ ========================================================== ======
+name         what changes                                               labels
+============ ========================================================== ======
+none         nothing (zero-shot)                                        no
+head         the classification head: an L2-SP regularised logistic    yes
+             regression on cached trunk features (L-BFGS; or AdamW
+             epochs with ``head_solver="sgd"``)
+last-k       the last ``k`` blocks and the head                         yes
+full         every layer, with a small learning rate                    yes
+bn           batch-norm running statistics re-estimated (AdaBN);        no
+             weights unchanged
+align        Euclidean alignment to the patient's mean covariance;      no
+             no weight changes, the matrix is stored in the bundle
+align+head,  the label-free step first, then the supervised one         yes
+bn+head,
+align+last-k
+auto         the best of the candidates by inner validation on the      yes
+             calibration data (see :func:`auto_candidates`)
+============ ========================================================== ======
+
+Unlabelled recordings: ``adapt(bundle, X, None, strategy="bn")`` (or
+``"align"``) needs no label; the held-out score is then recorded as
+unavailable (``adaptation["held_out"]``) and must come from labelled data.
 
 With labels, a **negative-transfer guard** compares the adapted model with the
-zero-shot model on held-out calibration trials and keeps the better one.
+zero-shot model (and, for a combination, with its label-free step alone) on
+the latest held-out calibration trials of each class and keeps the better one
+(``adaptation["guard"]``, ``adaptation["note"]``). A head fitted with L-BFGS
+is then refit on all calibration trials, unless that would score below what
+the guard kept.
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ logger = logging.getLogger("eegtransfer")
 
 SUPERVISED = ("head", "last-k", "full")
 UNSUPERVISED = ("bn", "align")
+HEAD_L2 = 1e-2
 STRATEGIES = ("none", "head", "last-k", "full", "bn", "align",
               "align+head", "bn+head", "align+last-k", "auto")
 
@@ -215,10 +232,74 @@ def adabn(model: Any, X: np.ndarray, *, device: Any = "cpu", batch_size: int = 2
     return [n for n, _ in bns]
 
 
+def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, max_iter: int = 100,
+                   device: Any = "cpu") -> dict[str, Any]:
+    """Fit the head as an L2-SP regularised multinomial logistic regression, in place.
+
+    Minimises ``cross_entropy(head(feats), y) + l2 * ||theta - theta_0||^2`` over
+    the head's parameters ``theta`` with full-batch L-BFGS, starting from and
+    shrinking towards the pretrained head ``theta_0``. With few calibration
+    trials the pretrained head is the prior: ``l2`` large keeps zero-shot,
+    ``l2`` small fits the subject. Deterministic, no epochs, no early stopping.
+
+    Parameters
+    ----------
+    head : torch.nn.Module
+        The classification head; maps ``feats`` to (n_trials, n_classes) logits.
+    feats : torch.Tensor, shape (n_trials, ...)
+        Cached trunk outputs (:func:`eegtransfer.engine.head_inputs`).
+    y : ndarray of int, shape (n_trials,)
+    l2 : float
+        Strength of the pull towards the pretrained head (per parameter, on
+        the summed squares; the data term is a mean over trials).
+    max_iter : int
+        L-BFGS iterations.
+
+    Returns
+    -------
+    info : dict
+        ``loss`` (final objective) and ``iterations``.
+    """
+    import torch
+    from torch import nn
+
+    t0 = time.perf_counter()
+    head.to(device).eval()
+    params = [p for p in head.parameters()]
+    theta0 = [p.detach().clone() for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    xf = torch.as_tensor(feats, dtype=torch.float32).to(device)
+    yt = torch.as_tensor(y, dtype=torch.long).to(device)
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    calls = [0]
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(xf).float(), yt)
+        loss = loss + l2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, theta0))
+        loss.backward()
+        calls[0] += 1
+        return loss
+
+    loss = opt.step(closure)
+    head.to("cpu")
+    return {"loss": float(loss.detach()), "iterations": calls[0], "seconds": time.perf_counter() - t0,
+            "solver": "lbfgs", "l2": l2}
+
+
 def _train_supervised(bundle: Bundle, part: str, X: np.ndarray, y: np.ndarray, fit: np.ndarray,
                       val: np.ndarray, *, k: int, epochs: int, lr: float | None, batch_size: int,
-                      patience: int, device: Any, seed: int, progress: bool) -> tuple[list[str], dict]:
-    """Train the part of ``bundle.model`` that ``part`` names, in place."""
+                      patience: int, device: Any, seed: int, progress: bool,
+                      head_solver: str = "lbfgs", head_l2: float = 1e-2,
+                      feats: Any = None) -> tuple[list[str], dict]:
+    """Train the part of ``bundle.model`` that ``part`` names, in place.
+
+    ``X`` is the (aligned) input, shape (n_trials, n_chans, n_times); ``fit``
+    and ``val`` are boolean masks over its trials. ``feats`` are the cached
+    trunk features of ``X`` when the caller already computed them.
+    """
     from .engine import head_inputs, train
     from .models import HEAD, final_parameter_names
 
@@ -227,13 +308,17 @@ def _train_supervised(bundle: Bundle, part: str, X: np.ndarray, y: np.ndarray, f
     yv = y[val] if val.any() else None
     if part == "head" and _head_is_callable(model):
         # The frozen trunk gives the same features every epoch: compute them once.
-        feats = head_inputs(model, X, HEAD, device=device)
+        if feats is None:
+            feats = head_inputs(model, X, HEAD, device=device)
         head = getattr(model, HEAD)
+        names = [f"{HEAD}.{n}" for n, _ in head.named_parameters()]
+        if head_solver == "lbfgs":
+            return names, fit_head_lbfgs(head, feats[fit], y[fit], l2=head_l2, device=device)
         hist = train(head, feats[fit], y[fit], X_val=None if Xv is None else feats[val], y_val=yv,
                      epochs=epochs, batch_size=batch_size, lr=lr or 1e-2, patience=patience,
                      device=device, seed=seed, progress=progress, desc="adapt head (cached features)")
         head.to("cpu")
-        return [f"{HEAD}.{n}" for n, _ in head.named_parameters()], hist.to_dict()
+        return names, hist.to_dict()
     if part == "full":
         names = [n for n, _ in model.named_parameters()]
         lr = lr or 1e-4
@@ -283,6 +368,9 @@ def adapt(
     seed: int = 0,
     progress: bool = False,
     calibration: dict[str, Any] | None = None,
+    head_solver: str = "lbfgs",
+    head_l2: float = HEAD_L2,
+    refit: bool = True,
 ) -> Bundle:
     """Adapt a population bundle to one subject; return a new bundle.
 
@@ -294,17 +382,19 @@ def adapt(
         The subject's calibration trials **in time order** (see
         :func:`select_calibration`), preprocessed with ``bundle.recipe``.
     labels : ndarray of str, shape (n_trials,) | None
-        Class names. ``None`` for an unlabelled recording (``bn``, ``align``).
-        Labels outside ``bundle.classes`` make a new head for the subject's
-        classes (a new task).
+        Class names. ``None`` for an unlabelled recording (``none``, ``bn``,
+        ``align`` and their combinations without a supervised step); the
+        held-out score is then recorded as unavailable. Labels outside
+        ``bundle.classes`` make a new head for the subject's classes (a new task).
     strategy : str
         See the module docstring.
     k : int
         Blocks before the head to train with ``last-k``.
-    X_unlabeled : ndarray | None
+    X_unlabeled : ndarray, shape (n_more, n_chans, n_times) | None
         More trials without labels, used by ``bn`` and ``align`` only.
-    epochs, lr, batch_size, patience : training settings; ``lr`` defaults
-        to 1e-2 for the head, 1e-3 for last-k, 1e-4 for full.
+    epochs, lr, batch_size, patience : settings of epoch-based training
+        (``last-k``, ``full``, and ``head`` with ``head_solver="sgd"``); ``lr``
+        defaults to 1e-2 for the head, 1e-3 for last-k, 1e-4 for full.
     val_fraction : float
         Fraction of each class's latest calibration trials held out for early
         stopping and for the guard.
@@ -315,6 +405,16 @@ def adapt(
     seed : int
     calibration : dict | None
         Facts about the calibration data to record (minutes, files, hashes).
+    head_solver : {"lbfgs", "sgd"}
+        ``"lbfgs"`` (default): the head is an L2-SP regularised logistic
+        regression on cached trunk features (:func:`fit_head_lbfgs`);
+        ``"sgd"``: AdamW epochs with early stopping, as for ``last-k``.
+    head_l2 : float
+        Pull towards the pretrained head for ``head_solver="lbfgs"``.
+    refit : bool
+        With ``head_solver="lbfgs"``, once the guard has kept the adapted
+        model, refit the head on **all** calibration trials (the held-out
+        ones included); the guard's scores stay those of the fit-part model.
 
     Returns
     -------
@@ -328,14 +428,20 @@ def adapt(
     dev = select_device(device)
     seed_everything(seed)
     X = bundle.check_input(X)
-    if strategy == "auto":
-        return _auto(bundle, X, labels, k=k, X_unlabeled=X_unlabeled, epochs=epochs, lr=lr,
-                     batch_size=batch_size, val_fraction=val_fraction, patience=patience,
-                     device=dev, seed=seed, progress=progress, calibration=calibration, t0=t0)
+    if head_solver not in ("lbfgs", "sgd"):
+        raise EEGTransferError(f"head_solver must be 'lbfgs' or 'sgd', got {head_solver!r}")
+    common = dict(k=k, X_unlabeled=X_unlabeled, epochs=epochs, lr=lr, batch_size=batch_size,
+                  val_fraction=val_fraction, patience=patience, device=dev, seed=seed,
+                  progress=progress, calibration=calibration, head_solver=head_solver,
+                  head_l2=head_l2, refit=refit)
+    if str(strategy).strip().lower() == "auto":
+        return _auto(bundle, X, labels, t0=t0, **common)
     steps, part = parse_strategy(strategy)
     if part is not None and labels is None:
         raise EEGTransferError(f"strategy {strategy!r} needs labelled calibration trials; "
                                "use 'bn' or 'align' for an unlabelled recording")
+    if len(X) == 0 and (labels is None or steps):
+        raise EEGTransferError("the calibration set is empty; give more --minutes or --trials")
     if "align" in steps and not bundle.provenance.get("euclidean_alignment"):
         logger.warning("strategy 'align' on a population model pretrained without alignment; "
                        "pretrain with align=True for it to help")
@@ -343,18 +449,20 @@ def adapt(
     new.model.to("cpu")
     info: dict[str, Any] = {"strategy": strategy, "k": k if part == "last-k" else None,
                             "n_calibration_trials": int(len(X)), "note": ""}
-    pool = X if X_unlabeled is None else np.concatenate([X, np.asarray(X_unlabeled, np.float32)])
+    pool = X if X_unlabeled is None else np.concatenate([X, bundle.check_input(X_unlabeled)])
+    info["n_unlabeled_trials"] = int(len(pool))
     if "align" in steps:
         from .alignment import alignment_matrix
 
-        new.align = alignment_matrix(pool)
-    Xa = new.prepare_input(X)
+        new.align = alignment_matrix(pool).astype(np.float32)  # as saved in safetensors
+        info["align_trials"] = int(len(pool))
     if "bn" in steps:
         from .alignment import apply_alignment
 
         pa = pool if new.align is None else apply_alignment(pool, new.align)
         info["bn_layers"] = adabn(new.model, pa, device=dev)
         new.model.to("cpu")
+    Xa = new.prepare_input(X)
     trainable: list[str] = []
     y = fit = val = None
     if labels is not None:
@@ -379,38 +487,86 @@ def adapt(
         y = new.encode(labels)
         fit, val = chronological_split(labels, val_fraction)
         info.update(n_fit=int(fit.sum()), n_val=int(val.sum()), new_head=new_task)
+    lbfgs_head = part == "head" and head_solver == "lbfgs" and _head_is_callable(new.model)
+    head0 = None
+    feats = None
+    unsup = new.copy() if (part is not None and steps and guard and y is not None) else None
     if part is not None:
+        from .engine import head_inputs
+        from .models import HEAD
+
+        if lbfgs_head:
+            head0 = {k_: v.clone() for k_, v in getattr(new.model, HEAD).state_dict().items()}
+            feats = head_inputs(new.model, Xa, HEAD, device=dev)
         trainable, hist = _train_supervised(new, part, Xa, y, fit, val, k=k, epochs=epochs, lr=lr,
                                             batch_size=batch_size, patience=patience, device=dev,
-                                            seed=seed, progress=progress)
+                                            seed=seed, progress=progress, head_solver=head_solver,
+                                            head_l2=head_l2, feats=feats)
         new.history = hist
     info["trainable"] = trainable
     if y is not None and val.any():
         info["val_accuracy_adapted"] = _accuracy(new, X[val], y[val])
         if not info.get("new_head"):
             info["val_accuracy_zero_shot"] = _accuracy(bundle, X[val], y[val])
+    elif labels is None:
+        info["val_accuracy_adapted"] = None
+        info["held_out"] = "unavailable: no labelled calibration trials"
+    kept_adapted = True
+    floor: float | None = None  # what the guard promised on the held-out calibration trials
     if guard and y is not None and val.any() and not info.get("new_head") and strategy != "none":
-        if info["val_accuracy_adapted"] < info["val_accuracy_zero_shot"]:
-            info["guard"] = "kept the zero-shot model"
+        # Fallbacks: the zero-shot model, and the label-free steps alone (e.g. 'align'
+        # for 'align+head', whose zero-shot counterpart on an aligned model is 'align').
+        fallbacks = [("zero-shot", bundle, info["val_accuracy_zero_shot"])]
+        if unsup is not None:
+            name = "+".join(sorted(steps))
+            info[f"val_accuracy_{name}"] = acc = _accuracy(unsup, X[val], y[val])
+            fallbacks.append((name, unsup, acc))
+        best_name, best_b, best_acc = max(fallbacks, key=lambda f: f[2])
+        floor = best_acc
+        if info["val_accuracy_adapted"] < best_acc:
+            kept_adapted = False
+            info["guard"] = f"kept the {best_name} model"
             info["note"] = (f"adaptation did not help on held-out calibration trials "
-                            f"({info['val_accuracy_adapted']:.3f} < zero-shot "
-                            f"{info['val_accuracy_zero_shot']:.3f}); kept the zero-shot model")
+                            f"({info['val_accuracy_adapted']:.3f} < {best_name} "
+                            f"{best_acc:.3f}); kept the {best_name} model")
             logger.warning(info["note"])
-            kept = bundle.copy()
+            kept = best_b.copy()
             kept.history = new.history
             new = kept
             info["trainable"] = []
         else:
             info["guard"] = "kept the adapted model"
+            info["note"] = (f"adapted {info['val_accuracy_adapted']:.3f} >= "
+                            + ", ".join(f"{f[0]} {f[2]:.3f}" for f in fallbacks)
+                            + f" on {int(val.sum())} held-out calibration trials; kept the adapted model")
     elif labels is None:
         info["guard"] = "not applied: no labels"
+        info["note"] = ("unlabelled calibration: held-out accuracy unavailable; score the patient "
+                        "bundle on labelled data to check it")
+    elif not guard:
+        info["guard"] = "off"
+    else:
+        info["guard"] = "not applied"
+    if lbfgs_head and kept_adapted and refit and y is not None and val.any():
+        from .models import HEAD
+
+        head = getattr(new.model, HEAD)
+        fitted = {k_: v.clone() for k_, v in head.state_dict().items()}
+        head.load_state_dict(head0)
+        hist = fit_head_lbfgs(head, feats, y, l2=head_l2, device=dev)
+        if floor is not None and _accuracy(new, X[val], y[val]) < floor:  # never hand back less than the guard promised
+            head.load_state_dict(fitted)
+            info["refit"] = "refit on all calibration trials scored below the guard's floor; kept the fit-part head"
+        else:
+            new.history = hist
+            info["refit"] = f"head refit on all {len(y)} calibration trials"
     info.update(calibration or {})
     info["device"] = str(dev)
     info["seconds"] = round(time.perf_counter() - t0, 4)
     new.adaptation = info
     new.provenance = {**bundle.provenance, "parent": _parent_id(bundle)}
     new.metrics = {}
-    if "val_accuracy_adapted" in info:
+    if info.get("val_accuracy_adapted") is not None:
         new.metrics["calibration_val_accuracy"] = info["val_accuracy_adapted"]
     return new
 
@@ -419,37 +575,64 @@ def _parent_id(bundle: Bundle) -> str:
     return str(bundle.path) if bundle.path else f"{bundle.model_name} (in memory)"
 
 
+def auto_candidates(bundle: Bundle, labels: np.ndarray | None = None) -> list[str]:
+    """The strategies ``auto`` compares for ``bundle``.
+
+    A population model pretrained with Euclidean alignment is only used with
+    alignment (its zero-shot counterpart is ``align``); otherwise the
+    candidates are zero-shot, AdaBN and the supervised strategies.
+    """
+    if bundle.provenance.get("euclidean_alignment"):
+        cands = ["align", "align+head", "align+last-k"]
+    else:
+        cands = ["none", "bn", "head", "bn+head", "last-k"]
+    if labels is not None and set(np.asarray(labels).astype(str).tolist()) - set(bundle.classes):
+        cands = [c for c in cands if "head" in c]
+    return cands
+
+
 def _auto(bundle: Bundle, X: np.ndarray, labels: np.ndarray | None, *, t0: float, **kw: Any) -> Bundle:
-    """Choose a strategy by inner validation on the calibration data."""
+    """Choose a strategy by inner validation on the calibration data, then adapt with it.
+
+    Each candidate is adapted on the earlier part of the calibration trials
+    (:func:`chronological_split`) and scored on the later part, which none of
+    them saw (not even for early stopping). The winner is then adapted on all
+    calibration trials, with the guard. Ties go to the earlier, simpler candidate.
+    """
     if labels is None:
         raise EEGTransferError("strategy 'auto' needs labelled calibration trials")
     labels = np.asarray(labels).astype(str)
     check_class_counts(labels)
-    _, val = chronological_split(labels, kw["val_fraction"])
-    candidates = ["none", "bn", "head", "bn+head", "last-k"]
-    if bundle.provenance.get("euclidean_alignment"):
-        candidates += ["align", "align+head", "align+last-k"]
-    if set(labels.tolist()) - set(bundle.classes):
-        candidates = ["head", "bn+head"] + (["align+head"] if "align" in " ".join(candidates) else [])
+    fit, val = chronological_split(labels, kw["val_fraction"])
+    candidates = auto_candidates(bundle, labels)
     scores: dict[str, float] = {}
-    best, best_acc = None, -1.0
+    how = "inner validation: adapted on the first {} calibration trials, scored on the last {}"
+    try:
+        check_class_counts(labels[fit], what="inner fit set")
+        inner = True
+    except EEGTransferError:
+        inner = False
+        how = ("too few trials for an unseen inner validation set: scored on the held-out "
+               "calibration trials used for early stopping ({} fit, {} held out)")
     for cand in candidates:
-        b = adapt(bundle, X, labels, strategy=cand, guard=False, **kw)
-        acc = b.adaptation.get("val_accuracy_adapted", float("nan"))
-        if cand == "none":
-            acc = _accuracy(bundle, X[val], bundle.encode(labels[val]))
-        scores[cand] = acc
-        if acc > best_acc + 1e-9:  # ties keep the earlier, simpler candidate
-            best, best_acc = b, acc
-    chosen = min((c for c in candidates if scores[c] == best_acc), key=candidates.index)
-    if chosen == "none":
-        best = bundle.copy()
-        best.adaptation = {"n_calibration_trials": int(len(X))}
-    best.adaptation.update(
-        strategy="auto", chosen=chosen, auto_scores=scores,
+        if inner:
+            b = adapt(bundle, X[fit], labels[fit], strategy=cand, guard=False, **kw)
+        else:
+            b = adapt(bundle, X, labels, strategy=cand, guard=False, **kw)
+        scores[cand] = _accuracy(b, X[val], b.encode(labels[val]))
+    valid = {c: s for c, s in scores.items() if np.isfinite(s)}
+    best_acc = max(valid.values())
+    chosen = min((c for c, s in valid.items() if s >= best_acc - 1e-9), key=candidates.index)
+    best = adapt(bundle, X, labels, strategy=chosen, guard=True, **kw)
+    info = dict(best.adaptation)
+    info.update(
+        strategy="auto", chosen=chosen, auto_scores=scores, auto_method=how.format(int(fit.sum()), int(val.sum())),
         note=(f"auto chose {chosen!r}: best held-out calibration accuracy {best_acc:.3f} among "
-              + ", ".join(f"{c}={s:.3f}" for c, s in scores.items())),
+              + ", ".join(f"{c}={s:.3f}" for c, s in scores.items())
+              + f" ({how.format(int(fit.sum()), int(val.sum()))})"
+              + (f"; {best.adaptation['note']}" if best.adaptation.get("note") else "")),
         seconds=round(time.perf_counter() - t0, 4),
     )
-    best.provenance = {**bundle.provenance, "parent": _parent_id(bundle)}
+    best.adaptation = info
+    logger.info(info["note"])
     return best

@@ -1,0 +1,175 @@
+"""Every adaptation strategy: what it changes, label-free use, the guard, curves, alignment."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import target_split
+
+from eegtransfer.adapt import adapt, chronological_split
+from eegtransfer.alignment import align_per_group, alignment_matrix, apply_alignment, mean_covariance
+from eegtransfer.bundle import Bundle
+from eegtransfer.curve import calibration_curve, paired_bootstrap_ci, plot_curve, stop_rule
+from eegtransfer.models import batchnorm_modules, final_parameter_names
+
+
+def _target(fake_trials):
+    X, meta, _ = fake_trials
+    cal, test = target_split(meta, "1")
+    return X[cal], meta["label"][cal].to_numpy(), X[test], meta["label"][test].to_numpy()
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k for k in after if not np.array_equal(before[k].cpu().numpy(), after[k].cpu().numpy())}
+
+
+def _bn_buffers(model) -> set[str]:
+    return {f"{m}.{b}" for m in batchnorm_modules(model) for b in ("running_mean", "running_var",
+                                                                     "num_batches_tracked")}
+
+
+@pytest.mark.parametrize("strategy", ["head", "last-k", "full", "bn", "align"])
+def test_each_strategy_changes_only_what_it_claims(fake_population, fake_trials, strategy):
+    Xc, yc, _, _ = _target(fake_trials)
+    pop = fake_population
+    before = {k: v.clone() for k, v in pop.model.state_dict().items()}
+    patient = adapt(pop, Xc, yc, strategy=strategy, epochs=3, device="cpu", guard=False)
+    changed = _changed(before, patient.model.state_dict())
+    assert not _changed(before, pop.model.state_dict())  # the population bundle is untouched
+    params = {n for n, _ in pop.model.named_parameters()}
+    if strategy == "head":
+        assert changed and all(k.startswith("final_layer.") for k in changed)
+    elif strategy == "last-k":
+        last = final_parameter_names(pop.model, pop.model_name, k=1)
+        blocks = {k.rsplit(".", 1)[0] for k in last}
+        allowed = set(last) | {k for k in _bn_buffers(pop.model) if k.rsplit(".", 1)[0] in blocks}
+        assert changed <= allowed and changed & set(last)
+        assert any(not k.startswith("final_layer") for k in changed & set(last))
+    elif strategy == "full":
+        assert any(not k.startswith("final_layer") for k in changed & params)
+    elif strategy == "bn":
+        assert changed and changed <= _bn_buffers(pop.model)  # running stats only, no weight
+        assert not changed & params
+        assert patient.align is None
+    elif strategy == "align":
+        assert not changed
+        assert patient.align is not None and patient.align.shape == (4, 4)
+        np.testing.assert_allclose(patient.align, alignment_matrix(Xc), rtol=1e-5, atol=1e-6)
+    assert patient.adaptation["strategy"] == strategy
+
+
+@pytest.mark.parametrize("strategy", ["bn", "align", "align+bn"])
+def test_label_free_strategies_run_without_labels(fake_population, fake_trials, strategy):
+    Xc, _, Xt, _ = _target(fake_trials)
+    patient = adapt(fake_population, Xc, None, strategy=strategy, device="cpu")
+    a = patient.adaptation
+    assert a["guard"] == "not applied: no labels"
+    assert a["val_accuracy_adapted"] is None and "unavailable" in a["held_out"]
+    assert ("bn" in strategy) == bool(a.get("bn_layers"))
+    assert ("align" in strategy) == (patient.align is not None)
+    proba = patient.predict_proba(Xt)
+    assert proba.shape == (len(Xt), 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
+
+
+def _val_accuracy(bundle, X, labels, val):
+    return float((bundle.predict(X[val]) == labels[val]).mean())
+
+
+@pytest.mark.parametrize("strategy", ["head", "bn+head", "align+head", "last-k"])
+def test_guard_never_returns_worse_than_zero_shot(fake_population, fake_trials, strategy):
+    Xc, yc, _, _ = _target(fake_trials)
+    _, val = chronological_split(yc, 0.25)
+    zero = _val_accuracy(fake_population, Xc, yc, val)
+    # Honest labels, and labels whose fit part is rotated (adaptation learns the wrong map).
+    classes = sorted(set(yc))
+    rotated = yc.copy()
+    rotated[~val] = [classes[(classes.index(c) + 1) % len(classes)] for c in yc[~val]]
+    guards = []
+    for labels in (yc, rotated):
+        patient = adapt(fake_population, Xc, labels, strategy=strategy, epochs=5, device="cpu")
+        guards.append(patient.adaptation["guard"])
+        a = patient.adaptation
+        assert _val_accuracy(patient, Xc, labels, val) >= zero - 1e-9, a
+        assert a["val_accuracy_zero_shot"] == pytest.approx(zero)
+        assert a["guard"].startswith("kept the") and a["note"]
+        if a["val_accuracy_adapted"] < zero:
+            assert a["guard"] != "kept the adapted model" and not a["trainable"]
+    if strategy == "head":  # a head fitted to rotated labels is worse on the held-out trials
+        assert guards[1] == "kept the zero-shot model"
+
+
+def test_auto_reports_choice(fake_population, fake_trials):
+    Xc, yc, Xt, _ = _target(fake_trials)
+    patient = adapt(fake_population, Xc, yc, strategy="auto", epochs=3, device="cpu")
+    a = patient.adaptation
+    assert a["strategy"] == "auto" and a["chosen"] in a["auto_scores"]
+    assert a["auto_scores"][a["chosen"]] == max(a["auto_scores"].values())
+    assert "auto chose" in a["note"] and "inner validation" in a["auto_method"]
+    assert patient.predict(Xt).shape == (len(Xt),)
+
+
+def test_curve_and_stop_rule_on_fake_data(fake_population, fake_trials, tmp_path):
+    X, meta, _ = fake_trials
+    subj = (meta["subject"] == "1").to_numpy()
+    Xs, ms = X[subj], meta[subj].reset_index(drop=True)
+    curve = calibration_curve(fake_population, Xs, ms, minutes=[0, 0.1, 0.5, "run"],
+                              strategies=["none", "bn", "head"], epochs=3)
+    assert len(curve) == 4 * 3
+    assert set(curve["strategy"]) == {"none", "bn", "head"}
+    assert curve["n_test"].nunique() == 1  # every row scored on the same later trials
+    first_run = ms["run"] == ms["run"].iloc[0]
+    assert curve["n_test"].iloc[0] == int((~first_run).sum())
+    ok = curve["accuracy"].notna()
+    assert ((curve.loc[ok, "accuracy"] >= 0) & (curve.loc[ok, "accuracy"] <= 1)).all()
+    assert (curve.loc[~ok, "reason"].str.len() > 0).all()  # every missing point says why
+    # zero-shot runs at 0 minutes; nothing else does
+    at0 = curve[curve["minutes"] == 0]
+    assert at0.set_index("strategy")["accuracy"].notna().to_dict() == {"none": True, "bn": False, "head": False}
+    assert curve[(curve["strategy"] == "head") & np.isclose(curve["minutes"], curve["minutes"].max())][
+        "accuracy"].notna().all()
+    rule = stop_rule(curve, strategy="head")
+    assert isinstance(rule["stop"], bool) and rule["reason"]
+    lo, hi = rule["ci"]
+    assert lo <= rule["gain"] <= hi
+    assert rule["stop"] == (lo <= 0)
+    png = plot_curve(curve, tmp_path / "curve.png", title="fake")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stop_rule_decides_from_paired_gain():
+    rng = np.random.default_rng(0)
+    base = rng.random(200) < 0.5
+
+    def curve(later):
+        return pd.DataFrame({"strategy": ["head", "head"], "minutes": [1.0, 2.0],
+                             "accuracy": [base.mean(), later.mean()], "correct": [base, later]})
+
+    big = base | (rng.random(200) < 0.6)  # +30 points on the same trials
+    assert not stop_rule(curve(big))["stop"]
+    same = base.copy()
+    same[:2] = ~same[:2]  # two trials flip: no measurable gain
+    r = stop_rule(curve(same))
+    assert r["stop"] and "includes zero" in r["reason"]
+    gain, (lo, hi) = paired_bootstrap_ci(base, big)
+    assert gain == pytest.approx(big.mean() - base.mean()) and lo > 0
+
+
+def test_euclidean_alignment_whitens_mean_covariance(fake_trials):
+    X, meta, _ = fake_trials
+    subj = meta["subject"].to_numpy()
+    one = X[subj == "1"]
+    aligned = apply_alignment(one, alignment_matrix(one))
+    np.testing.assert_allclose(mean_covariance(aligned), np.eye(4), atol=1e-4)
+    per = align_per_group(X, subj)
+    for s in np.unique(subj):
+        np.testing.assert_allclose(mean_covariance(per[subj == s]), np.eye(4), atol=1e-4)
+
+
+def test_align_bundle_round_trips(fake_population, fake_trials, tmp_path):
+    Xc, yc, Xt, _ = _target(fake_trials)
+    patient = adapt(fake_population, Xc, yc, strategy="align+head", device="cpu", guard=False)
+    assert patient.align is not None
+    patient.save(tmp_path / "patient")
+    back = Bundle.load(tmp_path / "patient")
+    np.testing.assert_array_equal(back.align, patient.align)
+    np.testing.assert_allclose(back.predict_proba(Xt), patient.predict_proba(Xt), atol=1e-6)
+    assert back.adaptation["strategy"] == "align+head"
