@@ -1,0 +1,101 @@
+"""``eegtransfer predict``: per-trial classes and probabilities for one recording."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from . import add_common
+from .calibrate import add_recording_options
+
+logger = logging.getLogger("eegtransfer")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="predict the class of each trial of a recording with a (patient) bundle",
+        description=(
+            "Cut a recording into trials (at its events, or into consecutive windows when it has "
+            "none) and write one CSV row per trial: onset in seconds, the true label when known, the "
+            "predicted class and one probability column per class."
+        ),
+    )
+    p.add_argument("--model", required=True, metavar="PATIENT_BUNDLE", help="bundle folder")
+    add_recording_options(p, several=False, manifest=False)
+    p.add_argument("--out", required=True, metavar="CSV", help="predictions file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_common(p, seed=False)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from ..bundle import write_file_atomic
+    from ..errors import EEGTransferError
+    from ..preprocessing import Recipe
+    from ..recordings import find_events, load_recording, parse_event_id, read_raw
+    from .calibrate import check_bundle_on_disk, check_output, quiet_down
+
+    quiet_down(args)
+
+    entries = getattr(args, "recordings", None) or []
+    if len(entries) != 1:
+        raise EEGTransferError(f"predict takes exactly one --recording, got {len(entries)}")
+    entry = entries[0]
+    model_dir, out = Path(args.model), Path(args.out)
+    meta_json = check_bundle_on_disk(model_dir)
+    check_output(out, protect=model_dir, overwrite=args.overwrite)
+    recipe = Recipe.from_dict(meta_json["recipe"])
+    classes = list(meta_json["classes"])
+    ad = meta_json.get("adaptation") or {}
+    user_id = parse_event_id(args.event_id) or dict(ad.get("event_id") or {})
+    default_id = (meta_json.get("provenance") or {}).get("event_id")
+
+    raw = read_raw(entry["path"], encoding=args.encoding)
+    windows = False
+    if entry["events"] is None:
+        try:
+            find_events(raw, classes=classes, event_id=user_id, default_id=default_id,
+                        source=str(entry["path"]))
+        except EEGTransferError as err:
+            # An unlabelled recording: predict on consecutive windows instead.
+            logger.info("%s; predicting on consecutive %g-s windows", str(err).split(";")[0],
+                        recipe.tmax - recipe.tmin)
+            windows = True
+    rec = load_recording(entry["path"], recipe, classes=classes, events=entry["events"],
+                         event_id=user_id, default_id=default_id, windows=windows,
+                         interpolate_missing=args.interpolate_missing, encoding=args.encoding, raw=raw)
+
+    from ..bundle import Bundle
+
+    bundle = Bundle.load(model_dir)
+    from ..engine import select_device
+
+    device = select_device(args.device)
+    proba = bundle.predict_proba(rec.X, device=str(device))
+    pred = np.asarray(bundle.classes, dtype=object)[proba.argmax(1)]
+    df = pd.DataFrame({"onset": rec.meta["onset"].round(4).to_numpy()})
+    if not windows:
+        df["label"] = rec.meta["label"].astype(str).to_numpy()
+    df["predicted"] = pred
+    for i, c in enumerate(bundle.classes):
+        df[f"p_{c}"] = proba[:, i].round(6)
+    write_file_atomic(out, df.to_csv(index=False), overwrite=args.overwrite)
+    result = {"out": str(out), "n_trials": int(len(df)), "classes": list(bundle.classes),
+              "events_from": rec.events_from, "device": str(device),
+              "interpolated": rec.channels.interpolated}
+    if not windows:
+        known = df["label"].isin(bundle.classes).to_numpy()
+        result["accuracy"] = float((df["label"] == df["predicted"])[known].mean()) if known.any() else None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"predicted    {len(df)} trials ({rec.events_from}) with {bundle.model_name} on {device}")
+        if result.get("accuracy") is not None:
+            print(f"accuracy     {result['accuracy']:.3f} against the recording's labels")
+        print(f"wrote        {out}")
+    return 0

@@ -1,0 +1,147 @@
+"""``eegtransfer pretrain``: a population bundle from a MOABB dataset or a manifest of files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from . import add_common
+
+logger = logging.getLogger("eegtransfer")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain", help="pretrain a population model on a MOABB dataset or a manifest of recordings",
+        description=(
+            "Train one braindecode model on many subjects (validation split by subject) and write a "
+            "population bundle. --dataset reads a MOABB dataset (set MNE_DATA to its cache); "
+            "--manifest reads a CSV of recordings (columns path, subject, session and events or "
+            "label); the recipe then takes the first file's EEG channels unless --channels is given."
+        ),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", metavar="NAME", help="MOABB dataset class, e.g. Kalunga2016")
+    src.add_argument("--manifest", metavar="CSV", help="CSV listing recordings")
+    p.add_argument("--paradigm", metavar="P",
+                   help="expected paradigm of --dataset (ssvep, imagery, p300 ...); checked and recorded")
+    p.add_argument("--subjects", nargs="+", type=int, metavar="N",
+                   help="subjects of --dataset (default: all)")
+    p.add_argument("--model", default="EEGNet", metavar="NAME", help="braindecode model (default EEGNet)")
+    p.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
+    p.add_argument("--out", required=True, metavar="POP_BUNDLE", help="bundle folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    g = p.add_argument_group("recipe overrides")
+    g.add_argument("--channels", nargs="+", metavar="CH", help="EEG channels, in model order")
+    g.add_argument("--sfreq", type=float, help="model sampling rate in Hz")
+    g.add_argument("--tmin", type=float, help="trial start after each event, seconds")
+    g.add_argument("--tmax", type=float, help="trial end after each event, seconds")
+    g.add_argument("--l-freq", type=float, help="band-pass low edge, Hz")
+    g.add_argument("--h-freq", type=float, help="band-pass high edge, Hz")
+    m = p.add_argument_group("manifest recordings")
+    m.add_argument("--event-id", action="append", default=[], metavar="NAME=CODE",
+                   help="class name for an event code or annotation description; repeat per class")
+    m.add_argument("--encoding", default=None, metavar="ENC", help="EDF+ annotation encoding, e.g. latin1")
+    m.add_argument("--interpolate-missing", action="store_true",
+                   help="interpolate channels a file lacks from a standard montage (default: refuse)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = {"channels": args.channels, "sfreq": args.sfreq, "tmin": args.tmin, "tmax": args.tmax,
+            "l_freq": args.l_freq, "h_freq": args.h_freq}
+    return {k: v for k, v in keys.items() if v is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    from ..errors import EEGTransferError
+    from .calibrate import quiet_down, show_progress
+
+    quiet_down(args)
+    from ..models import check_model_name
+
+    model = check_model_name(args.model)
+    out = Path(args.out)
+    if args.epochs < 1:
+        raise EEGTransferError(f"--epochs must be >= 1, got {args.epochs}")
+    if out.exists() and not args.overwrite:
+        raise EEGTransferError(f"--out {out} already exists; pass --overwrite to replace it")
+    if args.manifest and (args.paradigm or args.subjects):
+        raise EEGTransferError("--paradigm and --subjects go with --dataset, not --manifest")
+
+    if args.dataset:
+        X, meta, recipe, prov = _from_dataset(args)
+    else:
+        X, meta, recipe, prov = _from_manifest(args)
+    load_s = time.perf_counter() - t0
+    labels = meta["label"].astype(str).to_numpy()
+
+    from ..engine import select_device
+    from ..pretrain import pretrain
+
+    device = select_device(args.device)
+    bundle = pretrain(X, labels, meta, recipe, model=model, epochs=args.epochs, device=str(device),
+                      seed=args.seed, progress=show_progress(args), provenance=prov)
+    bundle.save(out, overwrite=args.overwrite)
+    result = {
+        "out": str(out), "model": model, "classes": bundle.classes, "channels": recipe.channels,
+        "sfreq": recipe.sfreq, "n_trials": int(len(X)), "subjects": bundle.provenance["subjects"],
+        "validation_subjects": bundle.provenance["validation_subjects"],
+        "metrics": bundle.metrics, "device": str(device), "load_seconds": round(load_s, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"pretrained   {model} on {len(X)} trials from {len(result['subjects'])} subjects "
+              f"({prov.get('dataset') or 'manifest'}) on {device} in {result['seconds']:.1f} s")
+        print(f"classes      {', '.join(bundle.classes)}")
+        print(f"channels     {len(recipe.channels)} @ {recipe.sfreq:g} Hz: {', '.join(recipe.channels)}")
+        if "val_acc" in bundle.metrics:
+            print(f"validation   accuracy {bundle.metrics['val_acc']:.3f} on subjects "
+                  f"{', '.join(result['validation_subjects'])}")
+        print(f"bundle       {out}")
+    return 0
+
+
+def _from_dataset(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
+    from ..datasets import check_subjects, dataset_name, default_recipe, get_dataset, load_dataset
+    from ..errors import EEGTransferError
+
+    dataset = get_dataset(args.dataset)
+    name = dataset_name(dataset)
+    paradigm = getattr(dataset, "paradigm", None)
+    if args.paradigm and str(args.paradigm).lower() != str(paradigm).lower():
+        raise EEGTransferError(f"--paradigm {args.paradigm!r} does not match {name}, whose paradigm is {paradigm!r}")
+    subjects = check_subjects(dataset, args.subjects or list(dataset.subject_list))
+    recipe = default_recipe(dataset, **_overrides(args))
+    X, meta, recipe = load_dataset(dataset, subjects, recipe)
+    # The dataset's event codes let `calibrate` read a patient file's stim channel by itself.
+    prov = {"dataset": name, "paradigm": paradigm,
+            "event_id": {str(k): int(v) for k, v in dataset.event_id.items()}}
+    return X, meta, recipe, prov
+
+
+def _from_manifest(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
+    from ..recordings import parse_event_id, read_manifest, recipe_from_recording
+    from .calibrate import load_recordings, show_progress
+
+    df = read_manifest(args.manifest)
+    entries = [dict(r) for r in df.to_dict("records")]
+    recipe = recipe_from_recording(entries[0]["path"], encoding=args.encoding, **_overrides(args))
+    user_id = parse_event_id(args.event_id)
+    X, meta, recs = load_recordings(entries, recipe, classes=None, event_id=user_id, default_id=None,
+                                    interpolate_missing=args.interpolate_missing,
+                                    encoding=args.encoding, progress=show_progress(args))
+    prov: dict[str, Any] = {"dataset": None, "manifest": str(Path(args.manifest).absolute()),
+                            "recordings": [{"path": str(r.path.absolute()), "sha256": r.sha256}
+                                           for r in recs]}
+    if user_id:
+        prov["event_id_user"] = user_id
+    return X, meta, recipe, prov

@@ -1,0 +1,439 @@
+"""``eegtransfer calibrate / predict / pretrain`` run as a user runs them, on real recordings.
+
+Kalunga2016 FIF files are read as if they were a patient's own files (no
+MOABB), and turned into EDF+/BDF, PhysioNet-style channel names and
+whole-file-label manifests. One tiny population bundle serves the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+EXE = [sys.executable, "-m", "eegtransfer.cli"]
+KALUNGA = ["Oz", "O1", "O2", "PO3", "POz", "PO7", "PO8", "PO4"]
+KALUNGA_ID = {"13": 2, "17": 4, "21": 3, "rest": 1}
+CLASSES = ["13", "17", "21", "rest"]
+
+
+def run_cli(*args, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run([*EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def one_line_error(r) -> str:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def annotated(kalunga_path, subject=1, run=1):
+    """A Kalunga FIF read as a user's file: EEG channels only, events as annotations."""
+    import mne
+
+    raw = mne.io.read_raw_fif(kalunga_path / f"subject{subject:02d}_run{run}_raw.fif", preload=True,
+                              verbose="error")
+    ev = mne.find_events(raw, shortest_event=0, verbose="error")
+    names = {v: k for k, v in KALUNGA_ID.items()}
+    raw.set_annotations(mne.annotations_from_events(ev, raw.info["sfreq"], event_desc=names,
+                                                    first_samp=raw.first_samp, verbose="error"))
+    return raw.pick("eeg")
+
+
+def export(raw, path, fmt):
+    import mne
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mne.export.export_raw(path, raw, fmt=fmt, overwrite=True, verbose="error")
+    return Path(path)
+
+
+def no_leftovers(folder: Path, allowed: set[str]) -> None:
+    """Nothing but the inputs in ``folder``: no output, no hidden temporary folder."""
+    assert {p.name for p in folder.iterdir()} <= allowed, sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture(scope="session")
+def population(tmp_path_factory, kalunga_path) -> Path:
+    """EEGNet pretrained 2 epochs on Kalunga subjects 2 and 3 (first runs), read as files."""
+    import pandas as pd
+
+    from eegtransfer.preprocessing import Recipe
+    from eegtransfer.pretrain import pretrain
+    from eegtransfer.recordings import load_recording
+
+    recipe = Recipe(channels=KALUNGA, sfreq=128.0, tmin=1.0, tmax=5.0, l_freq=4.0, h_freq=45.0)
+    recs = [load_recording(kalunga_path / f"subject{s:02d}_run1_raw.fif", recipe, classes=CLASSES,
+                           default_id=KALUNGA_ID, subject=str(s)) for s in (2, 3)]
+    X = np.concatenate([r.X for r in recs])
+    meta = pd.concat([r.meta for r in recs], ignore_index=True)
+    pop = pretrain(X, meta["label"].to_numpy(), meta, recipe, model="EEGNet", epochs=2, device="cpu",
+                   seed=0, provenance={"dataset": "Kalunga2016", "event_id": KALUNGA_ID})
+    return pop.save(tmp_path_factory.mktemp("pop") / "population")
+
+
+@pytest.fixture(scope="session")
+def s1_raw(kalunga_path):
+    return annotated(kalunga_path)
+
+
+# --- what users do ---------------------------------------------------------------
+
+@pytest.mark.real
+def test_calibrate_fif_recordings_then_predict(population, kalunga_path, tmp_path):
+    import mne
+
+    run1, run2 = (kalunga_path / f"subject01_run{r}_raw.fif" for r in (1, 2))
+    out, report = tmp_path / "patient", tmp_path / "report.html"
+    r = run_cli("calibrate", "--model", population, "--recording", run1, "--recording", run2,
+                "--minutes", 2, "--out", out, "--report", report, "--json", "--quiet", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    for key in ("heldout_accuracy", "heldout_balanced_accuracy", "n_calibration_trials", "calibration_minutes",
+                "classes", "strategy", "device", "seconds", "out", "new_head", "interpolated", "guard"):
+        assert key in res, key
+    # expected calibration trials: those of run 1 that end (onset + tmax = 5 s) within 2 minutes
+    raw1 = mne.io.read_raw_fif(run1, verbose="error")
+    ev = mne.find_events(raw1, shortest_event=0, verbose="error")
+    onsets = (ev[:, 0] - raw1.first_samp) / raw1.info["sfreq"]
+    n_cal = int((onsets + 5.0 <= 120).sum())
+    assert res["n_calibration_trials"] == n_cal and res["n_heldout_trials"] == 64 - n_cal
+    assert res["calibration_minutes"] <= 2.0 and res["classes"] == CLASSES and not res["new_head"]
+    assert res["strategy"] == "head" and res["device"] == "cpu" and res["interpolated"] == []
+    assert 0 <= res["heldout_accuracy"] <= 1 and 0 <= res["heldout_balanced_accuracy"] <= 1
+    assert not r.stderr.strip()  # --quiet
+
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["adaptation"]["recordings"] == [{"path": str(p.absolute()), "sha256": sha256(p)}
+                                                for p in (run1, run2)]
+    assert meta["adaptation"]["n_calibration_trials"] == n_cal
+    assert meta["metrics"]["heldout_accuracy"] == pytest.approx(res["heldout_accuracy"])
+    html = report.read_text()
+    # confusion matrix, plus the training curve when training had epochs
+    n_png = 2 if meta["history"].get("epochs") else 1
+    assert html.count("data:image/png;base64,") == n_png and "<script" not in html and "http" not in html
+    if n_png == 1:
+        assert f"in {meta['history']['iterations']} iterations" in html
+    assert f"{res['heldout_accuracy']:.3f}" in html and "PO7" in html and sha256(run1) in html
+
+    # an existing patient bundle is not replaced
+    again = run_cli("calibrate", "--model", population, "--recording", run1, "--out", out)
+    assert "already exists" in one_line_error(again)
+    assert json.loads((out / "bundle.json").read_text()) == meta
+
+    preds = tmp_path / "pred.csv"
+    p = run_cli("predict", "--model", out, "--recording", run2, "--out", preds, "--json", "--quiet")
+    assert p.returncode == 0, p.stderr
+    df = pd.read_csv(preds, dtype={"label": str, "predicted": str})
+    assert len(df) == 32 and list(df.columns) == ["onset", "label", "predicted"] + [f"p_{c}" for c in CLASSES]
+    np.testing.assert_allclose(df[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1, atol=1e-4)
+    assert (df["predicted"] == df[[f"p_{c}" for c in CLASSES]].idxmax(axis=1).str[2:]).all()
+    assert json.loads(p.stdout)["accuracy"] == pytest.approx((df["label"] == df["predicted"]).mean())
+    assert df["onset"].is_monotonic_increasing
+    assert "already exists" in one_line_error(run_cli("predict", "--model", out, "--recording", run2,
+                                                      "--out", preds))
+
+
+@pytest.mark.real
+def test_calibrate_edf_and_bdf_with_annotations(population, s1_raw, tmp_path):
+    """One EDF+ and one BDF+ (written from a real recording) calibrate together."""
+    edf = export(s1_raw, tmp_path / "s1.edf", "edf")
+    bdf = export(s1_raw, tmp_path / "s1.bdf", "bdf")
+    out = tmp_path / "patient"
+    r = run_cli("calibrate", "--model", population, "--recording", edf, "--recording", bdf, "--trials", 3,
+                "--per-class", "--out", out, "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    # the first 3 trials of each class come from the first file; the rest is held out
+    assert res["n_calibration_trials"] == 12 and res["n_heldout_trials"] == 64 - 12
+    assert res["recordings"] == [{"path": str(p), "sha256": sha256(p)} for p in (edf, bdf)]
+    assert res["calibration_minutes"] < 3.8
+    meta = json.loads((out / "bundle.json").read_text())
+    assert [d["sha256"] for d in meta["adaptation"]["recordings"]] == [sha256(edf), sha256(bdf)]
+    assert meta["sfreq"] == 128.0  # 256 Hz files resampled to the model's rate
+
+
+@pytest.mark.real
+def test_calibrate_physionet_names_reordered_extra_and_missing(population, s1_raw, tmp_path):
+    import mne
+
+    raw = s1_raw.copy().drop_channels(["PO7"])
+    raw.rename_channels({c: (c[0] + c[1:].lower()).ljust(4, ".") for c in raw.ch_names})  # Oz.. Po3.
+    raw.reorder_channels(raw.ch_names[::-1])
+    extra = mne.io.RawArray(np.random.default_rng(0).standard_normal((2, raw.n_times)) * 1e-5,
+                            mne.create_info(["Fc5.", "ECG"], 256.0, ["eeg", "ecg"]), verbose="error")
+    raw.add_channels([extra], force_update_info=True)
+    rec = tmp_path / "physionet.edf"
+    export(raw, rec, "edf")
+
+    refused = run_cli("calibrate", "--model", population, "--recording", rec, "--out", tmp_path / "p0")
+    assert "['PO7']" in one_line_error(refused) and "--interpolate-missing" in refused.stderr
+    out, report = tmp_path / "patient", tmp_path / "r.html"
+    r = run_cli("calibrate", "--model", population, "--recording", rec, "--trials", 16, "--out", out,
+                "--interpolate-missing", "--report", report, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "existing head fine-tuned" in r.stdout and "interpolated PO7" in r.stdout
+    assert "held-out     16 trials" in r.stdout
+    html = report.read_text()
+    assert "Oz.." in html and "Fc5." in html and "ECG" in html  # renamed and dropped are reported
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["adaptation"]["interpolated"] == ["PO7"] and meta["ch_names"] == KALUNGA
+
+
+@pytest.mark.real
+def test_manifest_whole_file_labels_new_head_and_pretrain(population, kalunga_path, tmp_path):
+    """Files that each hold one class (cut from real trials); labels new to the model."""
+    import mne
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = []
+    for subject in (1, 2):
+        raw = mne.io.read_raw_fif(kalunga_path / f"subject{subject:02d}_run1_raw.fif", preload=True,
+                                  verbose="error")
+        ev = mne.find_events(raw, shortest_event=0, verbose="error")
+        for name, code in (("rest", 1), ("13Hz", 2)):
+            segs = [raw.copy().crop(s / 256, s / 256 + 6.4).pick("eeg") for s in ev[ev[:, 2] == code, 0]
+                    if s / 256 + 6.4 <= raw.times[-1]]
+            seg = mne.concatenate_raws(segs, verbose="error")
+            seg.set_annotations(None)
+            path = folder / f"s{subject}_{name}_raw.fif"
+            seg.save(path, verbose="error")
+            rows.append({"path": path.name, "subject": f"p{subject}", "session": "1", "label": name,
+                         "seconds": seg.n_times / 256})
+    man = folder / "manifest.csv"
+    cols = ["path", "subject", "session", "label"]
+    pd.DataFrame(rows[:2])[cols].to_csv(man, index=False)  # subject 1 only: the patient
+
+    def n_windows(seconds, tmin, tmax):  # windows [kL + tmin, kL + tmax) that end inside the file
+        return int(np.floor((seconds - tmax - 2 / 128) / (tmax - tmin))) + 1
+
+    out, report = tmp_path / "patient", tmp_path / "r.html"
+    r = run_cli("calibrate", "--model", population, "--manifest", man, "--trials", 6, "--per-class",
+                "--out", out, "--report", report, "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["classes"] == ["13Hz", "rest"] and res["new_head"] is True and "new head" in res["note"]
+    total = sum(n_windows(r["seconds"], 1.0, 5.0) for r in rows[:2])
+    assert total > 12 and res["n_calibration_trials"] == 12 and res["n_heldout_trials"] == total - 12
+    assert "new head" in report.read_text()
+    assert json.loads((out / "bundle.json").read_text())["classes"] == ["13Hz", "rest"]
+
+    pd.DataFrame(rows)[cols].to_csv(man, index=False)
+    pop2 = tmp_path / "pop2"
+    p = run_cli("pretrain", "--manifest", man, "--model", "EEGNet", "--epochs", 1, "--tmin", 0, "--tmax", 2,
+                "--out", pop2, "--json", "--quiet", "--device", "cpu")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["classes"] == ["13Hz", "rest"] and res["channels"] == KALUNGA and res["sfreq"] == 128.0
+    assert res["subjects"] == ["p1", "p2"] and res["n_trials"] == sum(n_windows(r["seconds"], 0, 2) for r in rows)
+    info = run_cli("info", pop2, "--json")
+    assert json.loads(info.stdout)["recipe"]["tmax"] == 2.0
+
+
+# --- bad input: one line on stderr, exit 2, nothing written -----------------------
+
+def _fif(s1_raw, path, edit):
+    raw = s1_raw.copy()
+    edit(raw)
+    raw.save(path, verbose="error", overwrite=True)
+    return path
+
+
+def _set(ch, value):
+    def edit(raw):
+        i = raw.ch_names.index(ch)
+        raw._data[i, 1000:1010] = value
+        if value == 0:
+            raw._data[i] = 0.0
+    return edit
+
+
+def _bundle_copy(population, tmp_path, edit):
+    dst = tmp_path / "pop_copy"
+    shutil.copytree(population, dst)
+    edit(dst)
+    return dst
+
+
+def _flip_byte(d):
+    w = d / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-10] ^= 0xFF
+    w.write_bytes(bytes(data))
+
+
+def _newer(d):
+    meta = json.loads((d / "bundle.json").read_text())
+    meta["format_version"] = 99
+    (d / "bundle.json").write_text(json.dumps(meta))
+
+
+def _truncated(s1_raw, tmp_path):
+    data = export(s1_raw, tmp_path / "full.edf", "edf").read_bytes()
+    (tmp_path / "full.edf").unlink()
+    (tmp_path / "cut.edf").write_bytes(data[: len(data) // 2])
+    return tmp_path / "cut.edf"
+
+
+def _latin(s1_raw, tmp_path):
+    data = export(s1_raw, tmp_path / "full.edf", "edf").read_bytes()
+    (tmp_path / "full.edf").unlink()
+    (tmp_path / "latin.edf").write_bytes(data.replace(b"rest", b"r\xe9st"))
+    return tmp_path / "latin.edf"
+
+
+def _low_rate(s1_raw, tmp_path):
+    return export(s1_raw.copy().resample(100.0, verbose="error"), tmp_path / "slow.edf", "edf")
+
+
+def _letter(tmp_path):
+    p = tmp_path / "letter.edf"
+    p.write_text("Dear colleague, please find the EEG attached.\n" * 40)
+    return p
+
+
+def _unknown_labels_csv(tmp_path):
+    p = tmp_path / "events.csv"
+    pd.DataFrame({"onset": [10.0, 16.5, 23.0], "label": ["13", "blink", "17"]}).to_csv(p, index=False)
+    return p
+
+
+CASES = {
+    "truncated_edf": lambda s, t, pop: (["--recording", _truncated(s, t)], ["cut.edf", "truncated"]),
+    "not_eeg": lambda s, t, pop: (["--recording", _letter(t)], ["letter.edf", "cannot read"]),
+    "csv_unknown_labels": lambda s, t, pop: (["--recording", _fif(s, t / "a_raw.fif", lambda r: None),
+                                             "--events", _unknown_labels_csv(t)],
+                                            ["events.csv", "unknown label(s) ['blink']"]),
+    "nan_signal": lambda s, t, pop: (["--recording", _fif(s, t / "nan_raw.fif", _set("O1", np.nan))],
+                                    ["nan_raw.fif", "NaN", "O1"]),
+    "flat_channel": lambda s, t, pop: (["--recording", _fif(s, t / "flat_raw.fif", _set("PO4", 0.0))],
+                                      ["flat_raw.fif", "flat channel(s) ['PO4']"]),
+    "low_sampling_rate": lambda s, t, pop: (["--recording", _low_rate(s, t)],
+                                           ["slow.edf", "100 Hz is below the model's 128 Hz"]),
+    "unmappable_channels": lambda s, t, pop: (
+        ["--recording", _fif(s, t / "ch_raw.fif", lambda r: r.rename_channels({"Oz": "X1", "O2": "X2"}))],
+        ["ch_raw.fif", "['Oz', 'O2']", "--interpolate-missing"]),
+    "altered_weights": lambda s, t, pop: (["--model", _bundle_copy(pop, t, _flip_byte), "--recording",
+                                          _fif(s, t / "a_raw.fif", lambda r: None)],
+                                         ["weights.safetensors", "SHA-256", "altered"]),
+    "newer_bundle_format": lambda s, t, pop: (["--model", _bundle_copy(pop, t, _newer), "--recording",
+                                              _fif(s, t / "a_raw.fif", lambda r: None)],
+                                             ["bundle.json", "format version 99 is newer"]),
+    "minutes_too_long": lambda s, t, pop: (["--recording", _fif(s, t / "a_raw.fif", lambda r: None),
+                                           "--minutes", 9], ["--minutes 9", "3.7"]),
+    "too_few_trials_per_class": lambda s, t, pop: (["--recording", _fif(s, t / "a_raw.fif", lambda r: None),
+                                                   "--trials", 5], ["counts per class", "'rest': 5"]),
+    "non_utf8_annotations": lambda s, t, pop: (["--recording", _latin(s, t)], ["latin.edf", "--encoding"]),
+}
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_one_line_nothing_written(case, population, s1_raw, tmp_path):
+    args, words = CASES[case](s1_raw, tmp_path, population)
+    if "--model" not in args:
+        args = ["--model", population, *args]
+    before = {p.name for p in tmp_path.iterdir()}
+    out = tmp_path / "patient"
+    r = run_cli("calibrate", *args, "--out", out, "--report", tmp_path / "r.html", "--quiet")
+    line = one_line_error(r)
+    assert line.startswith("eegtransfer calibrate: error: ")
+    for w in words:
+        assert w in line, (w, line)
+    no_leftovers(tmp_path, before)
+
+
+@pytest.mark.real
+def test_output_inside_input_bundle_is_refused(population, kalunga_path):
+    before = sorted(p.name for p in population.rglob("*"))
+    r = run_cli("calibrate", "--model", population, "--recording", kalunga_path / "subject01_run1_raw.fif",
+                "--out", population / "patient")
+    line = one_line_error(r)
+    assert "--out" in line and "inside or contains the input bundle" in line
+    assert sorted(p.name for p in population.rglob("*")) == before
+
+
+def test_help_is_fast_without_heavy_imports():
+    code = ("import sys, eegtransfer.cli as c; p = c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'braindecode', 'moabb', 'mne', 'matplotlib') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+    for cmd in ("calibrate", "predict", "pretrain"):
+        h = run_cli(cmd, "--help")
+        assert h.returncode == 0 and "--out" in h.stdout
+
+
+@pytest.mark.real
+def test_predict_unlabelled_recording_in_windows(population, s1_raw, tmp_path, capsys):
+    """No events at all: predictions on consecutive windows, no label column (in-process)."""
+    from eegtransfer.cli import main
+
+    raw = s1_raw.copy().set_annotations(None)
+    rec = export(raw, tmp_path / "plain.edf", "edf")
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--model", str(population), "--recording", str(rec), "--out", str(out),
+                 "--json", "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    df = pd.read_csv(out)
+    seconds = raw.n_times / 256
+    assert res["events_from"] == "consecutive windows" and "label" not in df.columns
+    assert len(df) == res["n_trials"] == int(np.floor((seconds - 5 - 2 / 128) / 4)) + 1
+    np.testing.assert_allclose(np.diff(df["onset"]), 4.0, atol=1 / 128)
+
+
+def test_pretrain_dataset_records_event_id(tmp_path):
+    """--dataset stores the dataset's event codes, so calibrate can read stim channels."""
+    from moabb.datasets.fake import FakeDataset
+
+    out = tmp_path / "pop"
+    r = run_cli("pretrain", "--dataset", "FakeDataset", "--paradigm", "imagery", "--subjects", 1, 2,
+                "--epochs", 1, "--tmin", 0, "--tmax", 1, "--sfreq", 64, "--h-freq", 30, "--out", out,
+                "--json", "--quiet", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    prov = json.loads((out / "bundle.json").read_text())["provenance"]
+    assert prov["event_id"] == {k: int(v) for k, v in FakeDataset().event_id.items()}
+    assert prov["dataset"] == "FakeDataset" and prov["paradigm"] == "imagery"
+    assert res["subjects"] == ["1", "2"] and sorted(res["classes"]) == sorted(prov["event_id"])
+    wrong = run_cli("pretrain", "--dataset", "FakeDataset", "--paradigm", "ssvep", "--out", tmp_path / "x")
+    assert "--paradigm 'ssvep'" in one_line_error(wrong) and not (tmp_path / "x").exists()
+
+
+def test_report_is_self_contained_html():
+    from eegtransfer.report import render_calibration_report
+
+    result = {"heldout_accuracy": 0.625, "heldout_balanced_accuracy": 0.6, "classes": ["a", "b"],
+              "n_calibration_trials": 8, "n_heldout_trials": 8, "calibration_minutes": 1.5,
+              "strategy": "last-k", "device": "cpu", "seconds": 3.2, "channels": ["Oz", "O1"],
+              "interpolated": ["O1"], "note": "new head for classes ['a', 'b']"}
+    held = {"confusion": [[3, 1], [2, 2]], "classes": ["a", "b"], "counts": {"a": 4, "b": 4}, "n": 8}
+    hist = {"epochs": [{"epoch": i, "train_loss": 1 / (i + 1), "train_acc": 0.5, "val_loss": 1.0,
+                        "val_acc": 0.5} for i in range(5)], "best_epoch": 3}
+    recs = [{"path": "/x/rec.edf", "sha256": "ab" * 32, "n_trials": 16, "sfreq": 256.0,
+             "events_from": "annotations", "renamed": {"Oz..": "Oz"}, "dropped": ["ECG"], "interpolated": ["O1"]}]
+    html = render_calibration_report(result, heldout=held, history=hist, calibration_counts={"a": 4, "b": 4},
+                                     recordings=recs)
+    assert html.count("data:image/png;base64,") == 2 and "0.625" in html and "0.600" in html
+    assert "new head" in html and "ab" * 32 in html and "ECG" in html and "3.2" in html and "cpu" in html
+    assert "<script" not in html and "src='http" not in html
+    none = render_calibration_report({**result, "heldout_accuracy": None, "heldout_balanced_accuracy": None},
+                                     heldout=None, history={}, calibration_counts={"a": 8, "b": 8},
+                                     recordings=recs)
+    assert "Held-out accuracy: unavailable" in none and "data:image/png" not in none
