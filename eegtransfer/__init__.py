@@ -22,6 +22,7 @@ _LAZY = {
     "load_dataset": "datasets",
     "build_model": "models",
     "EEGTransferError": "errors",
+    "SubjectAdaptiveClassifier": "estimator",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
