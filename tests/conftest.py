@@ -14,6 +14,7 @@ SHARED_MNE_DATA = REPO.parent / "shared" / "data" / "mne_data"
 
 os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see eegtransfer.cli.main
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
