@@ -120,11 +120,10 @@ def load_raws(dataset: Any, subjects: list[int], *,
             if not network:
                 raise
             msg = (f"{dataset_name(dataset)} subject {subject} is not in the MOABB cache at "
-                   f"{mne_data_path()} and could not be downloaded (no network). "
-                   "Set MNE_DATA to a folder that holds it.")
+                   f"{mne_data_path()} and could not be downloaded (no network)")
             if on_missing != "skip":
-                raise DataNotFoundError(msg) from None
-            logger.warning("%s; left out", msg)
+                raise DataNotFoundError(f"{msg}. Set MNE_DATA to a folder that holds it.") from None
+            logger.warning("%s; left out of the population", msg)
     return out
 
 

@@ -309,7 +309,8 @@ def train(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False)
+    # disable=None: a bar on a terminal only, never a wall of carriage returns in a log
+    bar = tqdm(range(start, epochs), desc=desc, disable=None if progress else True, leave=False)
     mode = None if trainable is None else train_set
     for epoch in bar:
         te = time.perf_counter()

@@ -83,6 +83,25 @@ def kalunga_small(mne_data):
     return load_dataset("Kalunga2016", [2, 4, 5, 6])
 
 
+KALUNGA_ID = {"13": 2, "17": 4, "21": 3, "rest": 1}
+
+
+def kalunga_annotated(kalunga_path: Path, subject: int = 1, run: int = 1):
+    """A Kalunga FIF read as a user's file: EEG channels only, stim events turned into annotations.
+
+    Returns the raw and the stim-channel events it was annotated from.
+    """
+    import mne
+
+    raw = mne.io.read_raw_fif(kalunga_path / f"subject{subject:02d}_run{run}_raw.fif", preload=True,
+                              verbose="error")
+    ev = mne.find_events(raw, shortest_event=0, verbose="error")
+    names = {v: k for k, v in KALUNGA_ID.items()}
+    raw.set_annotations(mne.annotations_from_events(ev, raw.info["sfreq"], event_desc=names,
+                                                    first_samp=raw.first_samp, verbose="error"))
+    return raw.pick("eeg"), ev
+
+
 def target_split(meta, subject: str):
     """Boolean masks: the subject's first run (calibration) and its later runs (test)."""
     is_t = (meta["subject"] == subject).to_numpy()

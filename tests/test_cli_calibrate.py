@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KALUNGA_ID, kalunga_annotated
 
 EXE = [sys.executable, "-m", "eegtransfer.cli"]
 KALUNGA = ["Oz", "O1", "O2", "PO3", "POz", "PO7", "PO8", "PO4"]
-KALUNGA_ID = {"13": 2, "17": 4, "21": 3, "rest": 1}
 CLASSES = ["13", "17", "21", "rest"]
 
 
@@ -44,15 +44,7 @@ def one_line_error(r) -> str:
 
 def annotated(kalunga_path, subject=1, run=1):
     """A Kalunga FIF read as a user's file: EEG channels only, events as annotations."""
-    import mne
-
-    raw = mne.io.read_raw_fif(kalunga_path / f"subject{subject:02d}_run{run}_raw.fif", preload=True,
-                              verbose="error")
-    ev = mne.find_events(raw, shortest_event=0, verbose="error")
-    names = {v: k for k, v in KALUNGA_ID.items()}
-    raw.set_annotations(mne.annotations_from_events(ev, raw.info["sfreq"], event_desc=names,
-                                                    first_samp=raw.first_samp, verbose="error"))
-    return raw.pick("eeg")
+    return kalunga_annotated(kalunga_path, subject, run)[0]
 
 
 def export(raw, path, fmt):

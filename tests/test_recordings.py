@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KALUNGA_ID, kalunga_annotated
 
 from eegtransfer.errors import DataNotFoundError, EEGTransferError
 from eegtransfer.preprocessing import Recipe
@@ -25,7 +26,6 @@ from eegtransfer.recordings import (
 )
 
 KALUNGA = ["Oz", "O1", "O2", "PO3", "POz", "PO7", "PO8", "PO4"]
-KALUNGA_ID = {"13": 2, "17": 4, "21": 3, "rest": 1}
 CLASSES = ["13", "17", "21", "rest"]
 RECIPE = Recipe(channels=KALUNGA, sfreq=128.0, tmin=1.0, tmax=5.0, l_freq=4.0, h_freq=45.0)
 
@@ -51,19 +51,6 @@ def export(raw, path, fmt):
         warnings.simplefilter("ignore")
         mne.export.export_raw(path, raw, fmt=fmt, overwrite=True, verbose="error")
     return path
-
-
-def kalunga_annotated(kalunga_path, subject=1, run=1):
-    """A Kalunga FIF read as a user's file, its stim events turned into annotations."""
-    import mne
-
-    raw = mne.io.read_raw_fif(kalunga_path / f"subject{subject:02d}_run{run}_raw.fif", preload=True,
-                              verbose="error")
-    ev = mne.find_events(raw, shortest_event=0, verbose="error")
-    names = {v: k for k, v in KALUNGA_ID.items()}
-    raw.set_annotations(mne.annotations_from_events(ev, raw.info["sfreq"], event_desc=names,
-                                                    first_samp=raw.first_samp, verbose="error"))
-    return raw.pick("eeg"), ev
 
 
 # --- channel names -------------------------------------------------------------

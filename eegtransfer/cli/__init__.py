@@ -49,6 +49,7 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", message=".*n_times.*smaller than the minimum.*")
     logging.getLogger("mne").setLevel(logging.ERROR)
     logging.getLogger("moabb").setLevel(logging.ERROR)
+    logging.getLogger("pooch").setLevel(logging.ERROR)  # its "Downloading ..." precedes our offline message
 
 
 def main(argv: list[str] | None = None) -> int:
