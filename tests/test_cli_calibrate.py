@@ -395,10 +395,12 @@ def test_pretrain_dataset_records_event_id(tmp_path):
     from moabb.datasets.fake import FakeDataset
 
     out = tmp_path / "pop"
+    ckpt = tmp_path / "state.pt"
     r = run_cli("pretrain", "--dataset", "FakeDataset", "--paradigm", "imagery", "--subjects", 1, 2,
                 "--epochs", 1, "--tmin", 0, "--tmax", 1, "--sfreq", 64, "--h-freq", 30, "--out", out,
-                "--json", "--quiet", "--device", "cpu")
+                "--json", "--quiet", "--device", "cpu", "--checkpoint", ckpt)
     assert r.returncode == 0, r.stderr
+    assert ckpt.is_file()  # the training state that an interrupted run resumes from
     res = json.loads(r.stdout)
     prov = json.loads((out / "bundle.json").read_text())["provenance"]
     assert prov["event_id"] == {k: int(v) for k, v in FakeDataset().event_id.items()}

@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
     p.add_argument("--out", required=True, metavar="POP_BUNDLE", help="bundle folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="save the training state there after every epoch; rerunning the same command "
+                   "resumes an interrupted pretraining from it")
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--channels", nargs="+", metavar="CH", help="EEG channels, in model order")
     g.add_argument("--sfreq", type=float, help="model sampling rate in Hz")
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = select_device(args.device)
     bundle = pretrain(X, labels, meta, recipe, model=model, epochs=args.epochs, device=str(device),
-                      seed=args.seed, progress=show_progress(args), provenance=prov)
+                      seed=args.seed, progress=show_progress(args), provenance=prov,
+                      checkpoint=args.checkpoint)
     bundle.save(out, overwrite=args.overwrite)
     result = {
         "out": str(out), "model": model, "classes": bundle.classes, "channels": recipe.channels,
