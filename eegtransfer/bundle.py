@@ -238,16 +238,8 @@ class Bundle:
         from .models import build_model
 
         path = Path(path)
-        meta = read_meta(path)
+        meta = verify_weights(path)
         wfile = path / meta["weights"]["file"]
-        if not wfile.is_file():
-            raise BundleError(f"{path}: weights file {wfile.name} is missing")
-        digest = sha256_file(wfile)
-        if digest != meta["weights"]["sha256"]:
-            raise BundleError(
-                f"{wfile}: SHA-256 {digest[:12]}... does not match the {meta['weights']['sha256'][:12]}... "
-                "recorded in bundle.json; the weights were altered or corrupted"
-            )
         m = meta["model"]
         recipe = Recipe.from_dict(meta["recipe"])
         tensors = load_file(str(wfile), device="cpu")
@@ -337,6 +329,26 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def verify_weights(path: str | Path) -> dict[str, Any]:
+    """:func:`read_meta`, then check the weights file against its recorded SHA-256.
+
+    Needs no torch, so a command can refuse an altered bundle before loading anything.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    wfile = path / meta["weights"]["file"]
+    if not wfile.is_file():
+        raise BundleError(f"{path}: weights file {wfile.name} is missing")
+    digest = sha256_file(wfile)
+    recorded = str(meta["weights"].get("sha256"))
+    if digest != recorded:
+        raise BundleError(
+            f"{wfile}: SHA-256 {digest[:12]}... does not match the {recorded[:12]}... "
+            "recorded in bundle.json; the weights were altered or corrupted"
+        )
+    return meta
+
+
 def summarize(meta: dict[str, Any]) -> str:
     """A person-readable summary of a bundle's metadata."""
     m, r, p = meta["model"], meta["recipe"], meta.get("provenance") or {}
@@ -362,6 +374,24 @@ def summarize(meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_output_path(path: str | Path, *, overwrite: bool = False,
+                      protect: list[str | Path | None] | None = None, what: str = "output") -> None:
+    """Refuse an output that is, contains or sits inside a ``protect`` folder, or that exists.
+
+    ``what`` names the output in the message (``"--out"``, ``"--report"``).
+    """
+    out = Path(path).absolute()
+    for prot in protect or []:
+        if prot is None:
+            continue
+        prot = Path(prot).absolute()
+        if out == prot or prot in out.parents or out in prot.parents:
+            raise EEGTransferError(f"{what} {path} is inside or contains the input bundle {prot}; "
+                                   f"choose another {what if what.startswith('--') else '--out'}")
+    if out.exists() and not overwrite:
+        raise EEGTransferError(f"{what} {path} already exists; pass --overwrite (overwrite=True) to replace it")
+
+
 def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
                      protect: list[Path | None] | None = None) -> None:
     """Create folder ``path`` by calling ``write(tmp)`` on a temporary sibling, then renaming.
@@ -371,14 +401,7 @@ def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
     one of the ``protect`` folders (the bundle being read).
     """
     path = Path(path).absolute()
-    for prot in protect or []:
-        if prot is None:
-            continue
-        prot = Path(prot).absolute()
-        if path == prot or prot in path.parents or path in prot.parents:
-            raise EEGTransferError(f"output {path} is inside or contains the input bundle {prot}; choose another --out")
-    if path.exists() and not overwrite:
-        raise EEGTransferError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+    check_output_path(path, overwrite=overwrite, protect=protect)
     if path.exists() and not path.is_dir():
         raise EEGTransferError(f"{path} exists and is not a folder; refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)

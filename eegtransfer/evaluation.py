@@ -56,7 +56,7 @@ def score_bundle(bundle: Bundle, X: np.ndarray, labels: np.ndarray, *, device: s
     return scores(labels, pred, classes)
 
 
-def population_for(target: int, subjects: list[int], dataset: str) -> list[int]:
+def population_for(target: int, subjects: list[int]) -> list[int]:
     """Every subject but ``target``: the leave-one-subject-out population.
 
     Known duplicated runs between the population and the target are removed

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .bundle import sha256_file
 from .errors import DataNotFoundError, EEGTransferError
 from .preprocessing import Recipe, epochs_from_raw
 
@@ -120,13 +121,6 @@ def read_raw(path: str | Path, *, encoding: str | None = None,
     if len(raw.ch_names) == 0 or raw.n_times < 2:
         raise EEGTransferError(f"{path}: the recording holds no samples")
     return raw
-
-
-def sha256_of(path: str | Path) -> str:
-    """SHA-256 of a file, as recorded in patient bundles."""
-    from .bundle import sha256_file
-
-    return sha256_file(path)
 
 
 # --- channels ------------------------------------------------------------------
@@ -643,7 +637,7 @@ def _load(raw: mne.io.BaseRaw, path: Path, recipe: Recipe, *, classes: list[str]
         meta["label"] = ""
     logger.debug("%s: %d trials from %s; channels renamed %s, dropped %s, interpolated %s",
                  source, len(X), how, chans.renamed, chans.dropped, chans.interpolated)
-    return Recording(X=X, meta=meta, path=path, sha256=sha256_of(path), channels=chans,
+    return Recording(X=X, meta=meta, path=path, sha256=sha256_file(path), channels=chans,
                      sfreq=sfreq, events_from=how, event_id=ids)
 
 

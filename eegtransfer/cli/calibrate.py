@@ -114,37 +114,6 @@ def load_recordings(entries: list[dict[str, Any]], recipe: Recipe, *, classes: l
     return X, meta, recs
 
 
-def check_bundle_on_disk(path: str | Path) -> dict[str, Any]:
-    """``bundle.json`` checked and the weights' SHA-256 verified, without importing torch.
-
-    Bad bundles are refused in well under a second, before any recording is read.
-    """
-    from ..bundle import read_meta, sha256_file
-    from ..errors import BundleError
-
-    meta = read_meta(path)
-    wfile = Path(path) / meta["weights"]["file"]
-    if not wfile.is_file():
-        raise BundleError(f"{path}: weights file {wfile.name} is missing")
-    digest = sha256_file(wfile)
-    if digest != meta["weights"].get("sha256"):
-        raise BundleError(f"{wfile}: SHA-256 {digest[:12]}... does not match the one recorded in "
-                          "bundle.json; the weights were altered or corrupted")
-    return meta
-
-
-def check_output(out: Path, *, protect: Path, overwrite: bool, what: str = "--out") -> None:
-    """Refuse an output that is, contains or sits inside the input bundle, or exists already."""
-    from ..errors import EEGTransferError
-
-    path, prot = out.absolute(), protect.absolute()
-    if path == prot or prot in path.parents or path in prot.parents:
-        raise EEGTransferError(f"{what} {out} is inside or contains the input bundle {protect}; "
-                               f"choose another {what}")
-    if path.exists() and not overwrite:
-        raise EEGTransferError(f"{what} {out} already exists; pass --overwrite to replace it")
-
-
 # --- the command ---------------------------------------------------------------
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -196,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import __version__
     from ..adapt import check_class_counts, parse_strategy, select_calibration, timeline
+    from ..bundle import check_output_path, verify_weights
     from ..errors import EEGTransferError
     from ..preprocessing import Recipe
     from ..recordings import parse_event_id
@@ -211,11 +181,11 @@ def run(args: argparse.Namespace) -> int:
     if args.strategy != "auto":
         parse_strategy(args.strategy)
     entries = recording_entries(args)
-    meta_json = check_bundle_on_disk(model_dir)
-    check_output(out, protect=model_dir, overwrite=args.overwrite)
+    meta_json = verify_weights(model_dir)
+    check_output_path(out, protect=[model_dir], overwrite=args.overwrite, what="--out")
     report = Path(args.report) if args.report else None
     if report is not None:
-        check_output(report, protect=model_dir, overwrite=args.overwrite, what="--report")
+        check_output_path(report, protect=[model_dir], overwrite=args.overwrite, what="--report")
         if report.absolute() == out.absolute():
             raise EEGTransferError("--report must differ from --out")
     recipe = Recipe.from_dict(meta_json["recipe"])

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = get_dataset(args.dataset)
     name = dataset_name(dataset)
     check_subjects(dataset, [args.subject])
-    population = population_for(args.subject, dataset.subject_list, name)
+    population = population_for(args.subject, dataset.subject_list)
     t0 = time.perf_counter()
     X, meta, recipe = load_dataset(dataset, [args.subject], drop_duplicates_of=population)
     Xp, mp, _ = load_dataset(dataset, population, recipe, drop_duplicates_of=[args.subject],

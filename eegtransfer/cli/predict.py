@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from ..bundle import write_file_atomic
+    from ..bundle import check_output_path, verify_weights, write_file_atomic
     from ..errors import EEGTransferError
     from ..preprocessing import Recipe
     from ..recordings import find_events, load_recording, parse_event_id, read_raw
-    from .calibrate import check_bundle_on_disk, check_output, quiet_down
+    from .calibrate import quiet_down
 
     quiet_down(args)
 
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise EEGTransferError(f"predict takes exactly one --recording, got {len(entries)}")
     entry = entries[0]
     model_dir, out = Path(args.model), Path(args.out)
-    meta_json = check_bundle_on_disk(model_dir)
-    check_output(out, protect=model_dir, overwrite=args.overwrite)
+    meta_json = verify_weights(model_dir)
+    check_output_path(out, protect=[model_dir], overwrite=args.overwrite, what="--out")
     recipe = Recipe.from_dict(meta_json["recipe"])
     classes = list(meta_json["classes"])
     ad = meta_json.get("adaptation") or {}
