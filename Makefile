@@ -1,9 +1,10 @@
 # Two commands do all the set-up: `make demo` and `make test`.
-# Each creates the virtual environment and installs the package when needed.
+# Each creates the virtual environment and installs the locked dependency tree when needed.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOCK := requirements/lock.txt
 # Real EEG: use the MOABB cache beside the checkout when MNE_DATA is not set.
 ifeq ($(origin MNE_DATA), undefined)
   ifneq ($(wildcard ../shared/data/mne_data),)
@@ -12,12 +13,15 @@ ifeq ($(origin MNE_DATA), undefined)
 endif
 export MOABB_DOWNLOAD_PROVIDER ?= upstream
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint lock clean
 
-$(BIN)/eegtransfer: pyproject.toml
+# The lock pins the whole tree (torch and torchaudio as an exact pair), so a new release of
+# any dependency cannot break these commands; the last step fails with one line if they clash.
+$(BIN)/eegtransfer: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -r $(LOCK)
+	$(BIN)/python -m pip install --no-deps -e .
+	$(BIN)/python -m eegtransfer.sysinfo --check
 	@touch $@
 
 install: $(BIN)/eegtransfer
@@ -30,6 +34,11 @@ test: install
 
 lint: install
 	$(BIN)/ruff check eegtransfer tests benchmarks
+
+# Refresh the lock after changing pyproject.toml or requirements/pins.txt (needs uv, in the dev extra).
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	    -c requirements/pins.txt -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) eegtransfer-demo .pytest_cache

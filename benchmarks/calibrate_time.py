@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -121,7 +121,7 @@ def main() -> int:
     lines = [
         "# `eegtransfer calibrate` wall-clock time",
         "",
-        f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"- machine: {platform.machine()}, {cores} CPU core(s) available, "
         f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after "
         "(the machine is shared; a load above the core count slows every number here)",

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -358,11 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from eegtransfer.engine import select_device
+    from eegtransfer.engine import resolve_device
 
     logging.getLogger("mne").setLevel(logging.ERROR)
     torch.set_num_threads(threads)
-    device = str(select_device(args.device))
+    device = str(resolve_device(args.device))
     quick = args.quick
     epochs = args.epochs or (1 if quick else 3)
     bnci_epochs = args.bnci_epochs or 1
@@ -500,7 +500,7 @@ def write(out: Path, rows: list[dict[str, Any]], notes: list[str], profiles: lis
     lines = [
         "# Training speed: eegtransfer engine vs braindecode EEGClassifier (skorch)",
         "",
-        f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; command: "
+        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}; command: "
         f"`python benchmarks/speed.py {info['argv']}`" + (" (quick smoke run)" if info["quick"] else ""),
         f"- machine: {platform.processor() or platform.machine()}, {cores} CPU core(s){gpu}; device "
         f"{info['device']}; torch threads {info['threads']} for both frameworks; "

@@ -203,18 +203,21 @@ def parse_strategy(strategy: str) -> tuple[set[str], str | None]:
     return {p for p in parts if p in UNSUPERVISED}, (sup[0] if sup else None)
 
 
-def adabn(model: Any, X: np.ndarray, *, device: Any = "cpu", batch_size: int = 256) -> list[str]:
+def adabn(model: Any, X: np.ndarray, *, device: Any = None, batch_size: int = 256) -> list[str]:
     """Re-estimate every batch-norm layer's running statistics on ``X`` (no labels).
 
     Only the ``running_mean``/``running_var`` buffers change; weights do not.
-    Returns the names of the updated layers.
+    Returns the names of the updated layers. ``device=None``: where the model is.
     """
     import torch
     from torch import nn
 
+    from .engine import model_device
+
     bns = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return []
+    device = model_device(model) if device is None else device
     model.to(device).eval()
     saved = {}
     for _, m in bns:
@@ -225,7 +228,7 @@ def adabn(model: Any, X: np.ndarray, *, device: Any = "cpu", batch_size: int = 2
     with torch.no_grad():
         Xt = torch.as_tensor(X, dtype=torch.float32)
         for i in range(0, len(Xt), batch_size):
-            model(Xt[i:i + batch_size].to(device))
+            model(Xt[i:i + batch_size].to(device, non_blocking=True))
     for _, m in bns:
         m.momentum = saved[m]
         m.eval()
@@ -233,7 +236,7 @@ def adabn(model: Any, X: np.ndarray, *, device: Any = "cpu", batch_size: int = 2
 
 
 def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, max_iter: int = 100,
-                   device: Any = "cpu") -> dict[str, Any]:
+                   device: Any = None) -> dict[str, Any]:
     """Fit the head as an L2-SP regularised multinomial logistic regression, in place.
 
     Minimises ``cross_entropy(head(feats), y) + l2 * ||theta - theta_0||^2`` over
@@ -254,6 +257,8 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, ma
         the summed squares; the data term is a mean over trials).
     max_iter : int
         L-BFGS iterations.
+    device : str | torch.device | None
+        Where to fit; ``None``: where ``feats`` are. The head stays there.
 
     Returns
     -------
@@ -264,12 +269,14 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, ma
     from torch import nn
 
     t0 = time.perf_counter()
+    xf = torch.as_tensor(feats, dtype=torch.float32)
+    device = xf.device if device is None else device
+    xf = xf.to(device)
     head.to(device).eval()
     params = [p for p in head.parameters()]
     theta0 = [p.detach().clone() for p in params]
     for p in params:
         p.requires_grad_(True)
-    xf = torch.as_tensor(feats, dtype=torch.float32).to(device)
     yt = torch.as_tensor(y, dtype=torch.long).to(device)
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
                             tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
@@ -284,7 +291,6 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, ma
         return loss
 
     loss = opt.step(closure)
-    head.to("cpu")
     return {"loss": float(loss.detach()), "iterations": calls[0], "seconds": time.perf_counter() - t0,
             "solver": "lbfgs", "l2": l2}
 
@@ -317,7 +323,6 @@ def _train_supervised(bundle: Bundle, part: str, X: np.ndarray, y: np.ndarray, f
         hist = train(head, feats[fit], y[fit], X_val=None if Xv is None else feats[val], y_val=yv,
                      epochs=epochs, batch_size=batch_size, lr=lr or 1e-2, patience=patience,
                      device=device, seed=seed, progress=progress, desc="adapt head (cached features)")
-        head.to("cpu")
         return names, hist.to_dict()
     if part == "full":
         names = [n for n, _ in model.named_parameters()]
@@ -328,7 +333,6 @@ def _train_supervised(bundle: Bundle, part: str, X: np.ndarray, y: np.ndarray, f
     hist = train(model, X[fit], y[fit], X_val=Xv, y_val=yv, trainable=names, epochs=epochs,
                  batch_size=batch_size, lr=lr, patience=patience, device=device, seed=seed,
                  progress=progress, desc=f"adapt {part}")
-    model.to("cpu")
     return names, hist.to_dict()
 
 
@@ -422,10 +426,10 @@ def adapt(
         ``patient.adaptation`` records the strategy, the trainable
         parameters, the held-out scores and the guard's decision.
     """
-    from .engine import seed_everything, select_device
+    from .engine import resolve_device, seed_everything
 
     t0 = time.perf_counter()
-    dev = select_device(device)
+    dev = resolve_device(device)
     seed_everything(seed)
     X = bundle.check_input(X)
     if head_solver not in ("lbfgs", "sgd"):
@@ -446,7 +450,7 @@ def adapt(
         logger.warning("strategy 'align' on a population model pretrained without alignment; "
                        "pretrain with align=True for it to help")
     new = bundle.copy()
-    new.model.to("cpu")
+    new.model.to(dev)  # the patient bundle is adapted, guarded and returned on ``dev``
     info: dict[str, Any] = {"strategy": strategy, "k": k if part == "last-k" else None,
                             "n_calibration_trials": int(len(X)), "note": ""}
     pool = X if X_unlabeled is None else np.concatenate([X, bundle.check_input(X_unlabeled)])
@@ -461,7 +465,6 @@ def adapt(
 
         pa = pool if new.align is None else apply_alignment(pool, new.align)
         info["bn_layers"] = adabn(new.model, pa, device=dev)
-        new.model.to("cpu")
     Xa = new.prepare_input(X)
     trainable: list[str] = []
     y = fit = val = None
@@ -480,7 +483,7 @@ def adapt(
             new.classes = sorted(set(labels.tolist()))
             r = new.recipe
             new.model = with_new_head(new.model, new.model_name, len(new.classes), r.n_chans,
-                                      r.n_times, r.sfreq, ch_names=r.channels, **new.model_kwargs)
+                                      r.n_times, r.sfreq, ch_names=r.channels, **new.model_kwargs).to(dev)
             info["note"] = (f"new head for classes {new.classes} (model was trained on "
                             f"{bundle.classes})")
             logger.warning(info["note"])

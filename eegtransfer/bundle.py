@@ -138,8 +138,11 @@ class Bundle:
             X = apply_alignment(X, self.align)
         return X
 
-    def predict_proba(self, X: np.ndarray, *, device: str = "cpu") -> np.ndarray:
-        """Class probabilities, shape (n_trials, n_classes), columns in ``classes`` order."""
+    def predict_proba(self, X: np.ndarray, *, device: str | None = None) -> np.ndarray:
+        """Class probabilities, shape (n_trials, n_classes), columns in ``classes`` order.
+
+        ``device=None`` predicts where the model is (see :meth:`load` and :meth:`to`).
+        """
         import torch
 
         from .engine import predict_logits
@@ -147,7 +150,7 @@ class Bundle:
         logits = predict_logits(self.model, self.prepare_input(X), device=device)
         return torch.softmax(torch.as_tensor(logits), dim=1).numpy()
 
-    def predict(self, X: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+    def predict(self, X: np.ndarray, *, device: str | None = None) -> np.ndarray:
         """Predicted class names, shape (n_trials,)."""
         proba = self.predict_proba(X, device=device)
         return np.asarray(self.classes, dtype=object)[proba.argmax(1)]
@@ -160,6 +163,13 @@ class Bundle:
         if unknown:
             raise EEGTransferError(f"{source}: label(s) {unknown} are not classes of the model {self.classes}")
         return np.array([index[v] for v in labels], dtype=np.int64)
+
+    def to(self, device: str) -> Bundle:
+        """Move the model to ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``...), in place; return self."""
+        from .engine import resolve_device
+
+        self.model.to(resolve_device(device))
+        return self
 
     def copy(self) -> Bundle:
         import copy
@@ -232,7 +242,6 @@ class Bundle:
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu") -> Bundle:
         """Read and check a bundle folder; every inconsistency is named."""
-        import torch
         from safetensors.torch import load_file
 
         from .models import build_model
@@ -251,7 +260,9 @@ class Bundle:
         except RuntimeError as err:
             raise BundleError(f"{wfile}: weights do not fit {m['name']} as configured: "
                               f"{str(err).splitlines()[0]}") from None
-        model.to(torch.device(device)).eval()
+        from .engine import resolve_device
+
+        model.to(resolve_device(device)).eval()
         b = cls(model, m["name"], recipe, meta["classes"], model_kwargs=m.get("kwargs"),
                 provenance=meta.get("provenance"), metrics=meta.get("metrics"),
                 adaptation=meta.get("adaptation"),

@@ -171,6 +171,8 @@ def load_dataset(
                 skip.add(b)
             if b[0] == str(target):
                 skip.add(a)
+    # A target's own runs are never dropped, even when another target holds their copy.
+    skip = {key for key in skip if key[0] not in {str(t) for t in drop_duplicates_of or []}}
     data = load_raws(dataset, subjects, on_missing=on_missing)
     xs, metas = [], []
     for subject in data:

@@ -27,21 +27,69 @@ from .errors import EEGTransferError
 logger = logging.getLogger("eegtransfer")
 
 
-def select_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; other values are checked."""
+DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The one place a device name becomes a :class:`torch.device`.
+
+    ``"auto"`` (or ``None``) picks cuda, then mps, then cpu. A CUDA device
+    always comes back with its index (``"cuda"`` -> ``cuda:<current>``), so
+    that devices compare equal to the ``tensor.device`` of data placed on them.
+
+    Parameters
+    ----------
+    device : str | torch.device | None
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+
+    Returns
+    -------
+    device : torch.device
+    """
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EEGTransferError("device='cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EEGTransferError(
+            f"device={str(device)!r} is not a device; choose from {', '.join(DEVICE_TYPES)} (or cuda:N)"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EEGTransferError(f"device={str(device)!r} requested but no CUDA GPU is available; "
+                                   "use 'auto' or 'cpu'")
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise EEGTransferError(f"device={str(device)!r}: this machine has "
+                                   f"{torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda", index)
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise EEGTransferError("device='mps' requested but MPS is not available; use 'auto' or 'cpu'")
-    return dev
+        raise EEGTransferError(f"device={str(device)!r} requested but MPS is not available; use 'auto' or 'cpu'")
+    if dev.type not in DEVICE_TYPES:
+        raise EEGTransferError(f"device={str(device)!r} is not supported; choose from {', '.join(DEVICE_TYPES)}")
+    return torch.device(dev.type) if dev.type != "cuda" else dev
+
+
+def same_device(a: str | torch.device, b: str | torch.device) -> bool:
+    """Whether two devices are the same, by type and index (``cuda`` is the current GPU)."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (cpu for a model without any)."""
+    param = next(model.parameters(), None)
+    return torch.device("cpu") if param is None else param.device
 
 
 def _cgroup_cpus() -> int | None:
@@ -141,7 +189,7 @@ class _Batcher:
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int) -> None:
         self.X, self.y, self.device = X, y, device
-        self.staged = X.device != device and device.type == "cuda"
+        self.staged = device.type == "cuda" and not same_device(X.device, device)
         if self.staged:
             self.bufs = [(torch.empty((batch_size, *X.shape[1:]), dtype=X.dtype).pin_memory(),
                           torch.empty((batch_size,), dtype=y.dtype).pin_memory()) for _ in range(2)]
@@ -204,6 +252,7 @@ def train(
     desc: str = "train",
     checkpoint: str | Path | None = None,
     data_on_device: bool | None = None,
+    autotune: bool = False,
 ) -> History:
     """Train ``model`` in place with cross-entropy, keeping the best epoch.
 
@@ -240,6 +289,11 @@ def train(
         CUDA only: keep the data on the GPU (``True``) or in pinned host
         memory with batches copied asynchronously (``False``). ``None``
         decides by free GPU memory.
+    autotune : bool
+        CUDA only: let cuDNN benchmark convolution algorithms
+        (``cudnn.benchmark``) for this run. It pays for many large batches of
+        one shape (pretraining) and costs seconds on a few small ones
+        (adaptation), so it is off by default and restored afterwards.
 
     Returns
     -------
@@ -247,12 +301,25 @@ def train(
         One record per epoch (losses, accuracies, ``seconds``). The model is
         left holding the weights of ``history.best_epoch``, in eval mode.
     """
+    device = resolve_device(device)
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(autotune and device.type == "cuda")
+    try:
+        return _train(model, X, y, X_val=X_val, y_val=y_val, trainable=trainable, epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+                      device=device, seed=seed, progress=progress, desc=desc, checkpoint=checkpoint,
+                      data_on_device=data_on_device)
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainable: list[str] | None,
+           epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None,
+           device: torch.device, seed: int, progress: bool, desc: str, checkpoint: str | Path | None,
+           data_on_device: bool | None) -> History:
     t0 = time.perf_counter()
-    device = torch.device(device)
     configure_threads()
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -268,14 +335,14 @@ def train(
         raise EEGTransferError("nothing to train: the trainable parameter list is empty")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     Xt = _to_tensor(X, device, torch.float32, data_on_device)
-    yt = _to_tensor(y, device, torch.long, None if Xt.device == device else False)
+    yt = _to_tensor(y, device, torch.long, same_device(Xt.device, device))
     n = len(yt)
     if n == 0:
         raise EEGTransferError("no training trials")
     has_val = X_val is not None and y_val is not None and len(y_val) > 0
     if has_val:
         Xv = _to_tensor(X_val, device, torch.float32, data_on_device)
-        yv = _to_tensor(y_val, device, torch.long, None if Xv.device == device else False)
+        yv = _to_tensor(y_val, device, torch.long, same_device(Xv.device, device))
     batches = _Batcher(Xt, yt, device, batch_size)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     loss_fn = nn.CrossEntropyLoss()
@@ -400,18 +467,23 @@ def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, b
 
 
 def predict_logits(model: nn.Module, X: np.ndarray | torch.Tensor, *,
-                   device: str | torch.device = "cpu", batch_size: int = 256) -> np.ndarray:
-    """Logits of ``model`` in eval mode, shape (n_trials, n_classes)."""
-    device = torch.device(device)
-    model.to(device).eval()
+                   device: str | torch.device | None = None, batch_size: int = 256) -> np.ndarray:
+    """Logits of ``model`` in eval mode, shape (n_trials, n_classes).
+
+    ``device=None`` runs where the model already is; another device moves the model there.
+    """
+    device = model_device(model) if device is None else resolve_device(device)
+    if not same_device(model_device(model), device):
+        model.to(device)
+    model.eval()
     Xt = torch.as_tensor(X, dtype=torch.float32)
     outs = []
     with torch.inference_mode():
         for i in range(0, len(Xt), batch_size):
-            outs.append(model(Xt[i:i + batch_size].to(device)).float().cpu())
+            outs.append(model(Xt[i:i + batch_size].to(device, non_blocking=True)).float())
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(outs).numpy()
+    return torch.cat(outs).cpu().numpy()  # one device-to-host copy
 
 
 def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
@@ -440,17 +512,16 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
 
 
 def head_inputs(model: nn.Module, X: np.ndarray | torch.Tensor, head: str = "final_layer", *,
-                device: str | torch.device = "cpu", batch_size: int = 256) -> torch.Tensor:
+                device: str | torch.device | None = None, batch_size: int = 256) -> torch.Tensor:
     """The frozen trunk's output: what ``model.<head>`` receives, in eval mode.
 
     Head-only adaptation trains on these cached features, so the trunk runs
-    once instead of once per epoch. The result is an ordinary CPU tensor
-    (not an inference-mode one), so it can be trained on.
+    once instead of once per epoch. The result stays on the model's device
+    and is an ordinary tensor (not an inference-mode one), so it can be trained on.
     """
-    device = torch.device(device)
     module = dict(model.named_modules())[head]
     feats: list[torch.Tensor] = []
-    hook = module.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach().float().cpu()))
+    hook = module.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach().float()))
     try:
         predict_logits(model, X, device=device, batch_size=batch_size)
     finally:

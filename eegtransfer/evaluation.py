@@ -48,7 +48,7 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str] | None = N
     }
 
 
-def score_bundle(bundle: Bundle, X: np.ndarray, labels: np.ndarray, *, device: str = "cpu") -> dict[str, Any]:
+def score_bundle(bundle: Bundle, X: np.ndarray, labels: np.ndarray, *, device: str | None = None) -> dict[str, Any]:
     """:func:`scores` of ``bundle``'s predictions on labelled trials."""
     labels = np.asarray(labels).astype(str)
     pred = bundle.predict(X, device=device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,7 +90,7 @@ def pretrain(
     -------
     bundle : Bundle
     """
-    from .engine import seed_everything, select_device, train
+    from .engine import resolve_device, seed_everything, train
     from .models import build_model, check_model_name
 
     model = check_model_name(model)
@@ -105,7 +105,7 @@ def pretrain(
     classes = sorted(set(labels.tolist())) if classes is None else [str(c) for c in classes]
     if len(classes) < 2:
         raise EEGTransferError(f"pretraining needs at least 2 classes, got {classes}")
-    dev = select_device(device)
+    dev = resolve_device(device)
     seed_everything(seed)
     subjects = meta["subject"].astype(str).to_numpy()
     if align:
@@ -126,8 +126,7 @@ def pretrain(
     hist = train(net, X[tr], y[tr], X_val=X[va] if va.any() else None,
                  y_val=y[va] if va.any() else None, epochs=epochs, batch_size=batch_size,
                  lr=lr, weight_decay=weight_decay, patience=patience, device=dev, seed=seed,
-                 progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint)
-    net.to("cpu")
+                 progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint, autotune=True)
     seconds = time.perf_counter() - t0
     best = hist.epochs[hist.best_epoch - hist.epochs[0]["epoch"]] if hist.epochs else {}
     prov = {
@@ -141,7 +140,7 @@ def pretrain(
                             "weight_decay": weight_decay, "patience": patience,
                             "val_fraction": val_fraction},
         "train_seconds": round(seconds, 3),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
         **(provenance or {}),
     }

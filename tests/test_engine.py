@@ -184,3 +184,68 @@ def test_pinned_host_batches_match_device_batches():
     hb = engine.train(b, X, y, data_on_device=False, **kw)
     assert [e["train_loss"] for e in ha.epochs] == pytest.approx([e["train_loss"] for e in hb.epochs],
                                                                   rel=1e-3)
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """Two CUDA devices, current one 0, as far as device resolution can tell (no kernels run)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+def test_resolve_device_on_the_cpu():
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        want = "mps"
+    assert engine.resolve_device("auto").type == want == engine.resolve_device(None).type
+    assert engine.resolve_device("cpu") == torch.device("cpu")
+    for bad in ("gpu", "cuda:x", "tpu"):
+        with pytest.raises(EEGTransferError, match=f"device='{bad}'"):
+            engine.resolve_device(bad)
+
+
+def test_cuda_resolves_with_its_index_and_compares_by_type_and_index(fake_gpus):
+    # The P0 crash: torch.device("cuda") != tensor.device ("cuda:0"), so data already on the
+    # GPU was staged through pinned host buffers. Resolved devices always carry the index.
+    assert engine.resolve_device("cuda") == torch.device("cuda", 0)
+    assert engine.resolve_device("auto") == torch.device("cuda", 0)
+    assert engine.resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert engine.same_device("cuda", torch.device("cuda", 0))
+    assert engine.same_device(torch.device("cuda", 0), "cuda")
+    assert not engine.same_device("cuda:0", "cuda:1")
+    assert not engine.same_device("cuda:0", "cpu")
+    assert engine.same_device("cpu", torch.device("cpu"))
+    with pytest.raises(EEGTransferError, match=r"device='cuda:2'.*2 CUDA device"):
+        engine.resolve_device("cuda:2")
+
+
+def test_cuda_is_refused_by_name_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EEGTransferError, match="device='cuda' requested but no CUDA GPU"):
+        engine.resolve_device("cuda")
+
+
+def test_predictions_run_where_the_model_is_and_autotuning_is_restored():
+    X, y = _data(24)
+    m = _model()
+    before = torch.backends.cudnn.benchmark
+    engine.train(m, X, y, epochs=1, batch_size=8, patience=None, device="cpu", autotune=True)
+    assert torch.backends.cudnn.benchmark == before  # never left on for later, smaller runs
+    assert engine.model_device(m) == torch.device("cpu")
+    logits = engine.predict_logits(m, X)  # device=None: no move
+    assert logits.shape == (24, N_CLASSES) and engine.model_device(m) == torch.device("cpu")
+    feats = engine.head_inputs(m, X)
+    assert feats.device == torch.device("cpu") and not feats.is_inference()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_plain_cuda_name_keeps_device_data_on_the_device():
+    X, y = _data(40)
+    Xt = torch.as_tensor(X).to("cuda")
+    batches = engine._Batcher(Xt, torch.as_tensor(y).to("cuda"), engine.resolve_device("cuda"), 16)
+    assert not batches.staged
+    m = _model()
+    hist = engine.train(m, Xt, y, epochs=2, batch_size=16, patience=None, device="cuda")
+    assert len(hist.epochs) == 2 and engine.model_device(m).type == "cuda"
+    assert engine.predict_logits(m, X).shape == (40, N_CLASSES)

@@ -16,22 +16,62 @@ import warnings
 COMMANDS = ("demo", "pretrain", "calibrate", "predict", "info", "benchmark")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+class _VersionAction(argparse.Action):
+    """``--version``: eegtransfer, torch/CUDA, braindecode, MNE, MOABB and the ``auto`` device."""
 
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of eegtransfer and its stack, and the device 'auto' picks")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from ..sysinfo import check_stack, version_text
+
+        problem = check_stack()
+        parser.exit(1 if problem else 0, f"eegtransfer: {problem}\n" if problem else version_text() + "\n")
+
+
+def _broken_command(sub: argparse._SubParsersAction, name: str, err: Exception) -> None:
+    """A sub-command whose module does not import: say so, rather than hide it."""
+    reason = f"{type(err).__name__}: {err}".splitlines()[0]
+    p = sub.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace) -> int:
+        print(f"eegtransfer {name}: cannot start: {reason} (check the install: eegtransfer --version)",
+              file=sys.stderr)
+        return 1
+
+    p.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eegtransfer",
         description="Pretrain a braindecode EEG decoder on a population and adapt it to one patient.",
     )
-    parser.add_argument("--version", action="version", version=f"eegtransfer {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError:
+        except Exception as err:  # noqa: BLE001 - shown to the user, never hidden
+            _broken_command(sub, name, err)
             continue
         mod.add_parser(sub)
     return parser
+
+
+def check_device_arg(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--device`` before any data is read."""
+    if getattr(args, "device", None) is None:
+        return
+    from ..engine import resolve_device
+    from ..errors import EEGTransferError
+
+    try:
+        resolve_device(args.device)
+    except EEGTransferError as err:
+        raise EEGTransferError(str(err).replace("device=", "--device ")) from None
 
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
@@ -67,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
+        check_device_arg(args)
         return int(args.func(args) or 0)
     except EEGTransferError as err:
         print(f"eegtransfer {args.command}: error: {err}", file=sys.stderr)

@@ -35,9 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
     from ..bundle import write_dir_atomic
     from ..errors import EEGTransferError
     from ..models import check_model_name
@@ -54,35 +51,33 @@ def run(args: argparse.Namespace) -> int:
         parse_strategy(args.strategy)
 
     from ..datasets import check_subjects, dataset_name, get_dataset, load_dataset
-    from ..engine import select_device
+    from ..engine import resolve_device
     from ..evaluation import population_for, score_bundle
     from ..pretrain import pretrain
 
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     dataset = get_dataset(args.dataset)
     name = dataset_name(dataset)
     check_subjects(dataset, [args.subject])
     population = population_for(args.subject, dataset.subject_list)
     t0 = time.perf_counter()
-    X, meta, recipe = load_dataset(dataset, [args.subject], drop_duplicates_of=population)
+    # The target is loaded whole; copies of its runs are dropped from the population only.
+    Xt, mt, recipe = load_dataset(dataset, [args.subject])
+    runs = list(dict.fromkeys(zip(mt["session"], mt["run"])))
+    if len(runs) < 2:  # checked before the minutes of pretraining, not after
+        raise EEGTransferError(f"subject {args.subject} of {name} has one run; the demo needs a later run to test on")
     Xp, mp, _ = load_dataset(dataset, population, recipe, drop_duplicates_of=[args.subject],
                              on_missing="skip")
-    X, meta = np.concatenate([X, Xp]), pd.concat([meta, mp], ignore_index=True)
     load_s = time.perf_counter() - t0
-    is_target = (meta["subject"] == str(args.subject)).to_numpy()
-    logger.info("loaded %s: %d trials from %d subjects in %.1f s", name, len(X),
-                meta["subject"].nunique(), load_s)
+    logger.info("loaded %s: %d trials from %d subjects in %.1f s", name, len(Xt) + len(Xp),
+                mp["subject"].nunique() + 1, load_s)
 
     t0 = time.perf_counter()
-    pop = pretrain(X[~is_target], meta["label"][~is_target].to_numpy(), meta[~is_target], recipe,
+    pop = pretrain(Xp, mp["label"].to_numpy(), mp, recipe,
                    model=model, epochs=args.epochs, device=str(device), seed=args.seed,
                    progress=not args.quiet, provenance={"dataset": name, "paradigm": dataset.paradigm})
     pretrain_s = time.perf_counter() - t0
 
-    Xt, mt = X[is_target], meta[is_target].reset_index(drop=True)
-    runs = list(dict.fromkeys(zip(mt["session"], mt["run"])))
-    if len(runs) < 2:
-        raise EEGTransferError(f"subject {args.subject} of {name} has one run; the demo needs a later run to test on")
     cal = ((mt["session"] == runs[0][0]) & (mt["run"] == runs[0][1])).to_numpy()
     cal_minutes = float(mt.loc[cal, "recording_seconds"].iloc[0]) / 60
     zero = score_bundle(pop, Xt[~cal], mt["label"][~cal].to_numpy())

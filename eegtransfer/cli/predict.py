@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
 
     bundle = Bundle.load(model_dir)
-    from ..engine import select_device
+    from ..engine import resolve_device
 
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     proba = bundle.predict_proba(rec.X, device=str(device))
     pred = np.asarray(bundle.classes, dtype=object)[proba.argmax(1)]
     df = pd.DataFrame({"onset": rec.meta["onset"].round(4).to_numpy()})

@@ -85,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     labels = meta["label"].astype(str).to_numpy()
 
-    from ..engine import select_device
+    from ..engine import resolve_device
     from ..pretrain import pretrain
 
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     bundle = pretrain(X, labels, meta, recipe, model=model, epochs=args.epochs, device=str(device),
                       seed=args.seed, progress=show_progress(args), provenance=prov,
                       checkpoint=args.checkpoint)
