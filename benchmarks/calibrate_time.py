@@ -82,6 +82,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=2.0, help="calibration minutes (default 2)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pretrain-epochs", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="--device for calibrate: cpu (default), cuda or auto")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "calibrate_time.md")
     args = ap.parse_args()
 
@@ -103,7 +104,7 @@ def main() -> int:
         for i in range(args.repeats):
             cmd = [*exe, "calibrate", "--model", str(bundle), "--recording", str(recording),
                    "--minutes", str(args.minutes), "--out", str(tmp / f"patient{i}"),
-                   "--report", str(tmp / f"report{i}.html"), "--json", "--quiet", "--device", "cpu"]
+                   "--report", str(tmp / f"report{i}.html"), "--json", "--quiet", "--device", args.device]
             s, last, cpu = timed(cmd, env)
             if last.returncode != 0:
                 print(last.stderr, file=sys.stderr)
@@ -131,7 +132,7 @@ def main() -> int:
         f"`--minutes {args.minutes:g}` -> {res['n_calibration_trials']} calibration trials, "
         f"{res['n_heldout_trials']} held out; strategy {res['strategy']}, device {res['device']}",
         f"- command: `eegtransfer calibrate --model POP --recording {recording.name} --minutes {args.minutes:g} "
-        "--out PATIENT --report R.html --json --quiet --device cpu`",
+        f"--out PATIENT --report R.html --json --quiet --device {args.device}`",
         "",
         "| what | wall s | CPU s (user+sys) |",
         "|---|---|---|",

@@ -1,77 +1,48 @@
 #!/usr/bin/env bash
-# GPU check for eegtransfer: the speed benchmark on CUDA and a short Kalunga2016 LOSO run.
+# GPU check: the engine tests on CUDA, the demo on CUDA, calibrate on CUDA against the CPU, and
+# the speed benchmark on CUDA. One prepared command on the GPU machine (it lacks mne,
+# braindecode, moabb, skorch and pyriemann, and has no package index):
 #
-#   bash benchmarks/gpu_check.sh OUTDIR
+#   bash ../shared/tools/device-pack.sh               # here, after `make install`: fills .device-pack/
+#   run(command="source .device-pack/setup.sh && bash benchmarks/gpu_check.sh $OUT",
+#       carry=[".device-pack"], timeout_s=600)
 #
-# Uses the current python when the project's dependencies import, otherwise makes
-# a venv and installs the project (`pip install -e .[test]`; needs a package index
-# or a wheel cache). MNE_DATA is taken from the environment: without the
-# Kalunga2016 cache the Kalunga parts are skipped with a message. Each step has a
-# time limit so that the whole script ends within 8 minutes.
+# Then copy the small result files from OUT to benchmarks/results/gpu/ and commit them.
+# Every step has its own time limit; the whole script ends within about 9 minutes.
 set -u
 OUT="${1:?usage: gpu_check.sh OUTDIR}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
 LOG="$OUT/gpu_check.log"
 START=$(date +%s)
 say() { echo "[gpu_check $(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
+status=0
+step() {  # step NAME SECONDS CMD...: run with a time limit, output to OUT/NAME.txt
+  local name=$1 limit=$2; shift 2
+  say "$name"
+  timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1 || { say "$name FAILED or timed out (see $name.txt)"; status=1; }
+  tail -n 3 "$OUT/$name.txt" | tee -a "$LOG"
+}
 
-PY="${PYTHON:-}"
-if [ -z "$PY" ]; then
-  for cand in .venv/bin/python python3 python; do
-    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c "import torch, braindecode, skorch, eegtransfer" 2>/dev/null; then
-      PY="$cand"; break
-    fi
-  done
-fi
-if [ -z "$PY" ]; then
-  say "dependencies do not import: creating $OUT/venv and installing the project"
-  python3 -m venv "$OUT/venv" && "$OUT/venv/bin/python" -m pip install -q -e ".[test]" >>"$LOG" 2>&1 \
-    || { say "FAILED: pip install -e .[test] (no network or wheel cache?)"; exit 1; }
-  PY="$OUT/venv/bin/python"
-fi
-say "python: $PY"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/nvidia-smi.csv" 2>&1 || true
-"$PY" - <<'PYEOF' 2>&1 | tee -a "$LOG"
-import torch
-print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
-if torch.cuda.is_available():
-    print("device", torch.cuda.get_device_name(), "bf16", torch.cuda.is_bf16_supported())
-PYEOF
+"$PY" -m eegtransfer.sysinfo --check | tee -a "$LOG" || { say "FAILED: the stack does not import"; exit 1; }
+"$PY" -m eegtransfer.sysinfo >"$OUT/versions.txt" 2>&1
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   say "FAILED: no CUDA device visible to torch"; exit 1
 fi
-
-MNE="${MNE_DATA:-}"
-if [ -n "$MNE" ] && [ -d "$MNE/MNE-ssvepexo-data" ]; then
-  HAVE_KAL=1; say "Kalunga2016 cache: $MNE"
-else
-  HAVE_KAL=0
-  say "Kalunga2016 cache absent (MNE_DATA='${MNE}'): Kalunga parts skipped; the BNCI-shaped synthetic benchmark still runs"
-  # point MNE_DATA at an empty folder so nothing tries to download
-  export MNE_DATA="$OUT/no_mne_data"; mkdir -p "$MNE_DATA"
+if [ ! -d "${MNE_DATA:-/nonexistent}/MNE-ssvepexo-data" ]; then
+  say "FAILED: MNE_DATA='${MNE_DATA:-}' holds no Kalunga2016 cache (source .device-pack/setup.sh first)"; exit 1
 fi
 
-status=0
-say "engine tests on CUDA (pinned-host batching vs on-device)"
-timeout 90 "$PY" -m pytest -q tests/test_engine.py >"$OUT/test_engine.txt" 2>&1 || { say "test_engine FAILED (see test_engine.txt)"; status=1; }
-tail -n 3 "$OUT/test_engine.txt" | tee -a "$LOG"
-
-say "speed benchmark on CUDA"
-timeout 270 "$PY" benchmarks/speed.py --device cuda --threads auto --epochs 3 --bnci-epochs 3 \
-  --out "$OUT/speed" >"$OUT/speed.log" 2>&1 || { say "speed benchmark FAILED or timed out (see speed.log)"; status=1; }
-
-if [ "$HAVE_KAL" = 1 ]; then
-  if [ -f benchmarks/loso.py ]; then
-    say "Kalunga2016 leave-one-subject-out (quick) on CUDA"
-    timeout 150 "$PY" benchmarks/loso.py --quick --device cuda --out "$OUT/loso" >"$OUT/loso.log" 2>&1 \
-      || { say "loso FAILED or timed out (see loso.log)"; status=1; }
-  else
-    say "benchmarks/loso.py not found: LOSO run skipped"
-  fi
-else
-  say "LOSO skipped: needs the Kalunga2016 cache"
+step test_engine 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_engine.py
+step demo_cuda 150 "$PY" -m eegtransfer.cli demo --device cuda --json --quiet --out /tmp/gpu-demo --overwrite
+POP=/tmp/gpu-demo/population
+if [ -d "$POP" ]; then
+  step calibrate_cuda 90 "$PY" benchmarks/calibrate_time.py --bundle "$POP" --device cuda --out "$OUT/calibrate_time_cuda.md"
+  step calibrate_cpu 90 "$PY" benchmarks/calibrate_time.py --bundle "$POP" --device cpu --out "$OUT/calibrate_time_cpu.md"
 fi
+step speed_cuda 150 "$PY" benchmarks/speed.py --device cuda --threads auto --epochs 3 --bnci-epochs 2 --out "$OUT/speed"
 say "done (status $status); results in $OUT"
 exit $status

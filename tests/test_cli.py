@@ -83,3 +83,61 @@ def test_offline_without_cache_names_the_path(tmp_path):
     assert r.returncode == 2, r.stderr
     assert str(empty) in r.stderr and "not in the MOABB cache" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_version_names_the_stack_and_the_auto_device():
+    r = run_cli("--version")
+    assert r.returncode == 0, r.stderr
+    for name in ("eegtransfer 0.", "torch ", "CUDA", "braindecode ", "mne ", "moabb ", "device (auto) "):
+        assert name in r.stdout, r.stdout
+    assert "Warning" not in r.stderr
+
+
+def test_install_check_names_a_mismatched_torch_pair(monkeypatch, capsys):
+    from eegtransfer import sysinfo
+
+    assert sysinfo.check_stack() is None  # this environment is the locked one
+    versions = {"torch": "2.11.0", "torchaudio": "2.11.1"}
+    monkeypatch.setattr(sysinfo, "installed_version", lambda d: versions.get(d, "1.0"))
+    assert sysinfo.main(["--check"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "torch 2.11.0 and torchaudio 2.11.1 do not match" in err
+
+
+def test_a_sub_command_that_does_not_import_is_shown_not_hidden(monkeypatch, capsys):
+    import importlib
+
+    from eegtransfer import cli
+
+    real = importlib.import_module
+
+    def broken(name, *a, **k):
+        if name == "eegtransfer.cli.benchmark":
+            raise ImportError("No module named 'pyriemann'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    parser = cli.build_parser()
+    assert "unavailable: ImportError: No module named 'pyriemann'" in parser.format_help()
+    assert cli.main(["benchmark", "--datasets", "Kalunga2016"]) == 1
+    assert "eegtransfer benchmark: cannot start: ImportError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, words", [
+    ("gpu", "--device 'gpu' is not a device; choose from auto, cpu, cuda, mps"),
+    ("cuda:x", "--device 'cuda:x' is not a device"),
+])
+def test_bad_device_is_refused_before_any_data_is_read(device, words, tmp_path):
+    # the recording does not exist: a device error that comes first proves nothing was read
+    r = run_cli("calibrate", "--model", tmp_path / "pop", "--recording", tmp_path / "none.edf",
+                "--device", device, "--out", tmp_path / "out")
+    assert r.returncode == 2 and words in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused_before_any_data_is_read(tmp_path):
+    r = run_cli("calibrate", "--model", tmp_path / "pop", "--recording", tmp_path / "none.edf",
+                "--device", "cuda", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "--device 'cuda' requested but no CUDA GPU" in r.stderr, r.stderr

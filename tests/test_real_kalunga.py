@@ -31,6 +31,13 @@ def test_duplicate_of_target_is_dropped(mne_data):
     assert "0" not in set(without["run"])
 
 
+def test_a_targets_own_runs_are_kept_when_another_target_holds_their_copy(mne_data):
+    # `demo --subject 7` used to lose subject 7's first run: its copy sits in subject 3,
+    # who was one of the targets' population. Only population subjects lose copies.
+    _, meta, _ = load_dataset("Kalunga2016", [3, 7], drop_duplicates_of=[3, 7])
+    assert meta.groupby("subject").size().to_dict() == {"3": 64, "7": 96}  # every run of both
+
+
 def test_adapted_model_beats_chance_on_later_runs(kalunga_small):
     X, meta, recipe = kalunga_small
     pop = (meta["subject"] != "6").to_numpy()

@@ -27,13 +27,17 @@ class _VersionAction(argparse.Action):
         from ..sysinfo import check_stack, version_text
 
         problem = check_stack()
-        parser.exit(1 if problem else 0, f"eegtransfer: {problem}\n" if problem else version_text() + "\n")
+        if problem:
+            parser.exit(1, f"eegtransfer: {problem}\n")
+        print(version_text())
+        parser.exit(0)
 
 
 def _broken_command(sub: argparse._SubParsersAction, name: str, err: Exception) -> None:
     """A sub-command whose module does not import: say so, rather than hide it."""
     reason = f"{type(err).__name__}: {err}".splitlines()[0]
-    p = sub.add_parser(name, help=f"(unavailable: {reason})", add_help=False)
+    # No option prefix: whatever options follow are swallowed, and the reason is printed instead.
+    p = sub.add_parser(name, help=f"(unavailable: {reason})", add_help=False, prefix_chars="\x00")
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     def run(args: argparse.Namespace) -> int:
