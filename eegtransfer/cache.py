@@ -331,7 +331,6 @@ def cached_pretrain_on_dataset(
     *,
     recipe: Any = None,
     cache_dir: str | os.PathLike | None = None,
-    exclude_copies_of: list[int] | None = None,
     model: str = "EEGNet",
     seed: int = 0,
     **kwargs: Any,
@@ -350,7 +349,7 @@ def cached_pretrain_on_dataset(
     name = dataset_name(dataset)
     data = {"dataset": name, "paradigm": getattr(dataset, "paradigm", None),
             "subjects": sorted(int(s) for s in subjects),
-            "exclude_copies_of": sorted(int(s) for s in exclude_copies_of or [])}
+            "known_duplicates": "removed"}  # the dataset-level rule of load_dataset
     not_in_key = {"device", "progress", "provenance", "checkpoint"}
     spec = pretrain_spec(data=data, recipe=recipe, model=model, model_kwargs=kwargs.get("model_kwargs"),
                          hyperparameters={k: v for k, v in sorted(kwargs.items())
@@ -358,7 +357,7 @@ def cached_pretrain_on_dataset(
                          seed=seed, classes=kwargs.get("classes"))
 
     def train() -> Bundle:
-        X, meta, rec = load_dataset(dataset, subjects, recipe, drop_duplicates_of=exclude_copies_of)
+        X, meta, rec = load_dataset(dataset, subjects, recipe)
         prov = {"dataset": name, "paradigm": getattr(dataset, "paradigm", None)}
         prov.update(kwargs.pop("provenance", None) or {})
         return pretrain(X, meta["label"].to_numpy(), meta, rec, model=model, seed=seed,

@@ -22,12 +22,51 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("eegtransfer")
 
-# Recordings that appear under two subjects in the public release. The value
-# lists (subject, session, run) keys that are byte-identical copies.
-# Kalunga2016: subject 7 run 1 == subject 3 run 2 (see shared/data/README.md).
+# Recordings that the public release files under two subjects: (copy, original) keys of
+# (subject, session, run). The copy is removed on load, always (a dataset-level rule, so a
+# population never holds a copy of its target's run, in our loaders and in MOABB runs alike).
+# Kalunga2016: subject 7 run 1 == subject 3 run 2, byte for byte (see shared/data/README.md).
+# The copy under subject 7 goes, because subject 7 keeps two runs without it and subject 3
+# would keep only one.
 KNOWN_DUPLICATES: dict[str, list[tuple[tuple[str, str, str], tuple[str, str, str]]]] = {
     "Kalunga2016": [(("7", "0", "0"), ("3", "0", "1"))],
 }
+
+
+def duplicates_note(dataset: str) -> str:
+    """One sentence on the known duplicated recordings of ``dataset`` and how they are handled."""
+    pairs = KNOWN_DUPLICATES.get(dataset, [])
+    return "; ".join(f"subject {c[0]} session {c[1]} run {c[2]} is a copy of subject {o[0]} session "
+                     f"{o[1]} run {o[2]} and is removed on load" for c, o in pairs) or "none known"
+
+
+def deduplicated(dataset: Any) -> Any:
+    """``dataset`` with its known duplicated recordings removed, for any MOABB consumer.
+
+    Returns the dataset itself when none are known; otherwise an instance of a
+    subclass whose ``_get_single_subject_data`` drops the copies, so MOABB
+    evaluations and paradigms see the same clean data as :func:`load_dataset`.
+    """
+    cls = type(dataset)
+    copies = [c for c, _ in KNOWN_DUPLICATES.get(cls.__name__, [])]
+    if not copies or getattr(dataset, "_eegtransfer_deduplicated", False):
+        return dataset
+
+    def _get_single_subject_data(self: Any, subject: int) -> dict:
+        data = super(clean_cls, self)._get_single_subject_data(subject)
+        for subj, session, run in copies:
+            if str(subject) == subj and run in data.get(session, {}):
+                logger.info("%s subject %s session %s run %s: removed, a copy of another subject's "
+                            "run", cls.__name__, subj, session, run)
+                del data[session][run]
+        return data
+
+    clean_cls = type(cls.__name__, (cls,), {"_get_single_subject_data": _get_single_subject_data,
+                                             "_eegtransfer_deduplicated": True,
+                                             "__module__": cls.__module__})
+    clean = clean_cls.__new__(clean_cls)
+    clean.__dict__.update(dataset.__dict__)
+    return clean
 
 
 def mne_data_path() -> Path:
@@ -132,7 +171,7 @@ def load_dataset(
     subjects: list[int],
     recipe: Recipe | None = None,
     *,
-    drop_duplicates_of: list[int] | None = None,
+    keep_duplicates: bool = False,
     on_missing: str = "raise",
     verbose: bool | str | None = False,
 ) -> tuple[np.ndarray, pd.DataFrame, Recipe]:
@@ -145,9 +184,9 @@ def load_dataset(
     subjects : list of int
     recipe : Recipe | None
         Defaults to :func:`default_recipe`.
-    drop_duplicates_of : list of int | None
-        Target subjects: any run of ``subjects`` that is a known copy of a run
-        of one of these is left out (honest leave-subject-out splits).
+    keep_duplicates : bool
+        Keep the recordings that the dataset publishes twice (see
+        :data:`KNOWN_DUPLICATES`); by default the copies are removed.
     on_missing : {"raise", "skip"}
         What to do with a subject that is neither cached nor downloadable.
 
@@ -164,24 +203,13 @@ def load_dataset(
         dataset = get_dataset(dataset)
     recipe = recipe or default_recipe(dataset)
     name = dataset_name(dataset)
-    skip = set()
-    for a, b in KNOWN_DUPLICATES.get(name, []):
-        for target in drop_duplicates_of or []:
-            if a[0] == str(target):
-                skip.add(b)
-            if b[0] == str(target):
-                skip.add(a)
-    # A target's own runs are never dropped, even when another target holds their copy.
-    skip = {key for key in skip if key[0] not in {str(t) for t in drop_duplicates_of or []}}
+    if not keep_duplicates:
+        dataset = deduplicated(dataset)
     data = load_raws(dataset, subjects, on_missing=on_missing)
     xs, metas = [], []
     for subject in data:
         for session, runs in data[subject].items():
             for run, raw in runs.items():
-                if (str(subject), str(session), str(run)) in skip:
-                    logger.info("%s subject %s session %s run %s: left out, a copy of a "
-                                "target subject's run", name, subject, session, run)
-                    continue
                 events = _events_of(raw, dataset.event_id)
                 X, meta = epochs_from_raw(
                     raw, events, dataset.event_id, recipe, subject=subject,

@@ -154,19 +154,18 @@ def pretrain_on_dataset(
     subjects: list[int],
     *,
     recipe: Recipe | None = None,
-    exclude_copies_of: list[int] | None = None,
     **kwargs: Any,
 ) -> Bundle:
     """Load MOABB ``subjects`` with one recipe and call :func:`pretrain`.
 
-    ``exclude_copies_of`` lists target subjects whose known duplicated runs
-    must stay out of the population (see :data:`eegtransfer.datasets.KNOWN_DUPLICATES`).
+    Known duplicated recordings are removed on load
+    (see :data:`eegtransfer.datasets.KNOWN_DUPLICATES`).
     """
     from .datasets import dataset_name, get_dataset, load_dataset
 
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)
-    X, meta, recipe = load_dataset(dataset, subjects, recipe, drop_duplicates_of=exclude_copies_of)
+    X, meta, recipe = load_dataset(dataset, subjects, recipe)
     prov = {"dataset": dataset_name(dataset), "paradigm": getattr(dataset, "paradigm", None)}
     prov.update(kwargs.pop("provenance", None) or {})
     return pretrain(X, meta["label"].to_numpy(), meta, recipe, provenance=prov, **kwargs)

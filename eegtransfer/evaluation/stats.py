@@ -1,0 +1,158 @@
+"""Paired per-subject statistics for benchmark tables.
+
+Every comparison is paired over the same subjects (one score per subject and method, the
+same calibration and test trials): a Wilcoxon signed-rank test (exact for small ``n``), the
+mean difference with its spread, and the matched-pairs rank-biserial correlation as the
+effect size (+1: the first method wins on every subject, -1: loses on every subject).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def paired_comparison(a: pd.Series, b: pd.Series) -> dict[str, Any]:
+    """Compare two methods' per-subject scores, paired by index (subject).
+
+    Parameters
+    ----------
+    a, b : pandas.Series
+        Scores indexed by subject; only subjects with a finite score in both count.
+
+    Returns
+    -------
+    dict
+        ``n``, ``mean_diff``, ``std_diff``, ``wins``, ``ties``, ``losses``, ``p``
+        (two-sided Wilcoxon signed-rank; NaN below 2 non-zero differences) and
+        ``effect`` (rank-biserial correlation).
+    """
+    from scipy.stats import rankdata, wilcoxon
+
+    both = pd.concat([a.rename("a"), b.rename("b")], axis=1).dropna()
+    d = (both["a"] - both["b"]).to_numpy(dtype=float)
+    out: dict[str, Any] = {"n": int(len(d)), "mean_diff": float(d.mean()) if len(d) else float("nan"),
+                           "std_diff": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+                           "wins": int((d > 0).sum()), "ties": int((d == 0).sum()),
+                           "losses": int((d < 0).sum()), "p": float("nan"), "effect": float("nan")}
+    nz = d[d != 0]
+    if len(nz) >= 2:
+        out["p"] = float(wilcoxon(nz).pvalue)
+        ranks = rankdata(np.abs(nz))
+        out["effect"] = float((ranks[nz > 0].sum() - ranks[nz < 0].sum()) / ranks.sum())
+    elif len(nz) == 1:
+        out["effect"] = float(np.sign(nz[0]))
+    return out
+
+
+def per_subject(results: pd.DataFrame, *, cell: dict[str, Any], score: str = "accuracy") -> pd.DataFrame:
+    """One row per subject, one column per method, for the rows of ``results`` in ``cell``.
+
+    ``results`` is the tidy per-subject table (columns ``subject``, ``method``, ``score`` and the
+    keys of ``cell``).
+    """
+    sel = results
+    for key, value in cell.items():
+        sel = sel[sel[key] == value]
+    return sel.pivot_table(index="subject", columns="method", values=score, aggfunc="first")
+
+
+def compare_to(wide: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """:func:`paired_comparison` of every column of ``wide`` against ``reference``."""
+    rows = []
+    for method in wide.columns:
+        if method != reference:
+            rows.append({"method": method, "reference": reference,
+                         **paired_comparison(wide[method], wide[reference])})
+    return pd.DataFrame(rows)
+
+
+def format_p(p: float) -> str:
+    if not np.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 1e-3 else f"{p:.3f}"
+
+
+def _fmt(mean: float, std: float) -> str:
+    return "n/a" if not np.isfinite(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 0.05,
+                       harm_points: float = 5.0) -> str:
+    """The tables of a benchmark, all made from its per-subject results.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        One row per subject, ``window`` and ``method``, with ``accuracy`` and ``family``
+        (``"ours"``, ``"baseline"`` or ``"reference"``).
+    reference : str
+        The zero-shot method every method is also compared with.
+    alpha : float
+        Level of the paired tests; ours is bold only where it beats both the reference and the
+        best baseline at this level.
+    harm_points : float
+        A subject more than this many points below its zero-shot accuracy counts as harmed.
+
+    Returns
+    -------
+    text : str
+        Markdown: mean ± std with n per cell; per window, every method against the reference
+        and against the best baseline (named), with Wilcoxon p, effect size and wins/ties/losses;
+        subjects harmed by the best of ours.
+    """
+    windows = list(dict.fromkeys(results["window"].astype(str)))
+    fam = results.drop_duplicates("method").set_index("method")["family"]
+    order = sorted(fam.index, key=lambda m: (["reference", "ours", "baseline"].index(fam[m]), m))
+    wide = {w: per_subject(results.assign(window=results["window"].astype(str)), cell={"window": w})
+            for w in windows}
+    best_base = {w: wide[w][[m for m in wide[w] if fam[m] == "baseline"]].mean().idxmax() for w in windows}
+    tests = {w: {m: (paired_comparison(wide[w][m], wide[w][reference]),
+                     paired_comparison(wide[w][m], wide[w][best_base[w]])) for m in wide[w]} for w in windows}
+    lines = ["Accuracy (%) on the later runs, mean ± std over subjects (n in brackets). **Bold**: ours, "
+             f"above both zero-shot and the best baseline of its column by a paired Wilcoxon test at p < {alpha}.",
+             "", "| method | family | " + " | ".join(f"{w} min" if w != "run" else "first run" for w in windows) + " |",
+             "|---|---|" + "---|" * len(windows)]
+    for m in order:
+        cells = []
+        for w in windows:
+            col = wide[w].get(m, pd.Series(dtype=float)).dropna()
+            text = f"{_fmt(col.mean(), col.std())} ({len(col)})" if len(col) else "n/a"
+            z, b = tests[w].get(m, ({"p": np.nan}, {"p": np.nan}))
+            win = (fam[m] == "ours" and z["p"] < alpha and b["p"] < alpha and z["mean_diff"] > 0
+                   and b["mean_diff"] > 0)
+            cells.append(f"**{text}**" if win else text)
+        lines.append(f"| {m} | {fam[m]} | " + " | ".join(cells) + " |")
+    for w in windows:
+        lines += ["", f"### {w if w == 'run' else w + ' min'}: paired differences (points), best baseline "
+                  f"= {best_base[w]}", "",
+                  f"| method | n | vs {reference}: mean diff, p, effect, W/T/L | vs {best_base[w]}: mean diff, p, "
+                  "effect, W/T/L |", "|---|---|---|---|"]
+        for m in order:
+            if m == reference:
+                continue
+            z, b = tests[w][m]
+            lines.append(f"| {m} | {z['n']} | " + " | ".join(
+                f"{100 * t['mean_diff']:+.1f}, p={format_p(t['p'])}, r={t['effect']:+.2f}, "
+                f"{t['wins']}/{t['ties']}/{t['losses']}" for t in (z, b)) + " |")
+    lines += ["", _harm_lines(wide, fam, reference, windows, harm_points)]
+    return "\n".join(lines)
+
+
+def _harm_lines(wide: dict[str, pd.DataFrame], fam: pd.Series, reference: str, windows: list[str],
+                harm_points: float) -> str:
+    """Per subject, the best of ours (by mean) minus zero-shot, and who is harmed."""
+    rows = ["| window | best of ours (by mean) | per-subject difference to zero-shot (points) | "
+            f"subjects more than {harm_points:g} points below zero-shot |", "|---|---|---|---|"]
+    for w in windows:
+        ours = [m for m in wide[w] if fam[m] == "ours"]
+        if not ours:
+            continue
+        best = wide[w][ours].mean().idxmax()
+        diff = 100 * (wide[w][best] - wide[w][reference])
+        harmed = [str(s) for s, v in diff.items() if v < -harm_points]
+        rows.append(f"| {w} | {best} | " + ", ".join(f"{s}: {v:+.0f}" for s, v in diff.items())
+                    + f" | {', '.join(harmed) or 'none'} |")
+    return "\n".join(rows)
