@@ -406,21 +406,46 @@ def _classes_from_labels(labels: list[str], classes: list[str] | None, event_id:
             if lab in table or lab.strip().lower() in lower}
 
 
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """A small CSV/TSV (delimiter sniffed) as text cells, with lower-case column names.
+
+    Refuses, by file name, what pandas would silently misread: rows with more
+    fields than the header (pandas would make the first ones an index and
+    shift every column) and column names that are equal once case and
+    spaces are ignored (``onset`` and ``Onset``). Missing trailing fields
+    are NaN.
+    """
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            df = pd.read_csv(path, sep=None, engine="python", dtype=str, keep_default_na=False,
+                             index_col=False)
+        except pd.errors.ParserWarning:
+            raise EEGTransferError(f"{path}: some rows have more fields than the header of this "
+                                   f"{what}; quote fields that hold the delimiter") from None
+        except Exception as err:  # pandas/csv raise many types on malformed text
+            raise EEGTransferError(f"{path}: cannot read as {what} ({_one_line(err)})") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if dup:
+        raise EEGTransferError(f"{path}: column(s) {dup} appear more than once in the {what}")
+    return df
+
+
 def _events_from_csv(raw: mne.io.BaseRaw, path: Path, classes: list[str] | None,
                      event_id: dict[str, str], source: str) -> tuple[np.ndarray, dict[str, int]]:
     import pandas as pd
 
-    try:
-        df = pd.read_csv(path, sep=None, engine="python", dtype={"label": str})
-    except Exception as err:
-        raise EEGTransferError(f"{path}: cannot read as an events CSV ({_one_line(err)})") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df = read_table(path, "an events CSV")
     if not {"onset", "label"} <= set(df.columns):
         raise EEGTransferError(f"{path}: an events CSV needs columns 'onset' (seconds) and 'label'; "
                                f"found {list(df.columns)}")
     onset = pd.to_numeric(df["onset"], errors="coerce").to_numpy(dtype=float)
-    labels = df["label"].astype(str).str.strip().to_numpy()
-    bad = np.where(~np.isfinite(onset) | (onset < 0) | (df["label"].isna().to_numpy()))[0]
+    missing = df["label"].isna().to_numpy()
+    labels = df["label"].fillna("").astype(str).str.strip().to_numpy()
+    bad = np.where(~np.isfinite(onset) | (onset < 0) | missing | (labels == ""))[0]
     if len(bad):
         raise EEGTransferError(f"{path}: row(s) {(bad + 2).tolist()[:10]} have no valid onset "
                                "(seconds >= 0) or label")
@@ -756,11 +781,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such manifest file")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
-    except Exception as err:
-        raise EEGTransferError(f"{path}: cannot read the manifest as CSV ({_one_line(err)})") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df = read_table(path, "the manifest")
     need = {"path", "subject", "session"}
     if not need <= set(df.columns) or not ({"events", "label"} & set(df.columns)):
         raise EEGTransferError(
@@ -769,6 +790,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         )
     if len(df) == 0:
         raise EEGTransferError(f"{path}: the manifest lists no recordings")
+    short = np.where(df.isna().any(axis=1).to_numpy())[0]
+    if len(short):  # a missing field would read as the text 'nan'
+        raise EEGTransferError(f"{path}: row(s) {(short + 2).tolist()[:10]} have fewer fields than "
+                               f"the header {list(df.columns)}")
     base = path.resolve().parent
 
     def resolve(p: str) -> str | None:

@@ -352,3 +352,25 @@ def test_edf_longer_than_its_header_is_refused(tmp_path, fmt):
                                                rf"says {expected}"):
         read_raw(bad)
     assert read_raw(good).n_times >= raw.n_times  # an intact file is read as before
+
+
+def test_tables_that_pandas_would_misread_are_refused(tmp_path):
+    raw = synthetic_raw(KALUNGA, seconds=30)
+    cases = {
+        "dup.csv": ("onset,label,Onset\n1,rest,2\n", r"dup.csv: column\(s\) \['onset'\] appear more than once"),
+        "long.csv": ("onset,label\n1,rest,extra\n", r"long.csv: some rows have more fields than the header"),
+    }
+    for name, (text, msg) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(EEGTransferError, match=msg):
+            find_events(raw, events=tmp_path / name, classes=CLASSES)
+    man = {
+        "short.csv": ("path,subject,session,label\na.edf,p1\n", r"short.csv: row\(s\) \[2\] have fewer fields"),
+        # pandas made 'a.edf' an index and read the path as '1'
+        "long.csv": ("path,subject,session,label\na.edf,1,1,x,y\n", "long.csv: some rows have more fields"),
+        "dup.csv": ("path,subject,session,label,Label\na,1,1,x,y\n", r"column\(s\) \['label'\]"),
+    }
+    for name, (text, msg) in man.items():
+        (tmp_path / f"m_{name}").write_text(text)
+        with pytest.raises(EEGTransferError, match=msg):
+            read_manifest(tmp_path / f"m_{name}")
