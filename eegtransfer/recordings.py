@@ -426,11 +426,11 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
             raise EEGTransferError(f"{path}: some rows have more fields than the header of this "
                                    f"{what}; quote fields that hold the delimiter") from None
         except Exception as err:  # pandas/csv raise many types on malformed text
-            raise EEGTransferError(f"{path}: cannot read as {what} ({_one_line(err)})") from None
+            raise EEGTransferError(f"{path}: cannot read this {what} ({_one_line(err)})") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
     dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dup:
-        raise EEGTransferError(f"{path}: column(s) {dup} appear more than once in the {what}")
+        raise EEGTransferError(f"{path}: column(s) {dup} appear more than once in this {what}")
     return df
 
 
@@ -438,7 +438,7 @@ def _events_from_csv(raw: mne.io.BaseRaw, path: Path, classes: list[str] | None,
                      event_id: dict[str, str], source: str) -> tuple[np.ndarray, dict[str, int]]:
     import pandas as pd
 
-    df = read_table(path, "an events CSV")
+    df = read_table(path, "events CSV")
     if not {"onset", "label"} <= set(df.columns):
         raise EEGTransferError(f"{path}: an events CSV needs columns 'onset' (seconds) and 'label'; "
                                f"found {list(df.columns)}")
@@ -781,7 +781,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such manifest file")
-    df = read_table(path, "the manifest")
+    df = read_table(path, "manifest")
     need = {"path", "subject", "session"}
     if not need <= set(df.columns) or not ({"events", "label"} & set(df.columns)):
         raise EEGTransferError(
