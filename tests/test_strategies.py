@@ -9,6 +9,7 @@ from eegtransfer.adapt import adapt, chronological_split
 from eegtransfer.alignment import align_per_group, alignment_matrix, apply_alignment, mean_covariance
 from eegtransfer.bundle import Bundle
 from eegtransfer.curve import calibration_curve, paired_bootstrap_ci, plot_curve, stop_rule
+from eegtransfer.errors import EEGTransferError
 from eegtransfer.models import batchnorm_modules, final_parameter_names
 
 
@@ -190,6 +191,8 @@ def test_alignment_of_average_referenced_trials_is_finite_and_whitens_the_rest()
     aligned = mean_covariance(apply_alignment(X, W))
     np.testing.assert_allclose(full.T @ aligned @ full, np.eye(7), atol=1e-4)
     assert np.abs(aligned).max() < 1.5  # nothing blown up along the null direction
+    with pytest.raises(EEGTransferError, match="mean covariance is zero"):
+        alignment_matrix(np.zeros((3, 8, 64)))  # no signal: nothing to regularise towards
 
 
 def test_alignment_of_well_conditioned_trials_is_unchanged():
