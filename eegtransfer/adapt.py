@@ -103,7 +103,8 @@ def select_calibration(
     trials : int | None
         Keep the first ``trials`` trials (with ``per_class``: per class).
     trial_seconds : float
-        Trial length (``recipe.tmax``), to test whether a trial has ended.
+        Trial length (``recipe.tmax``), to test whether a trial has ended;
+        required (> 0) with ``minutes`` and ``per_class``.
 
     Returns
     -------
@@ -125,7 +126,13 @@ def select_calibration(
                 "nothing would be left to test"
             )
         if per_class:
-            length = max(trial_seconds, 1e-9)
+            if not trial_seconds or trial_seconds <= 0:
+                # Without a trial length every trial "fits" in any number of minutes.
+                raise EEGTransferError(
+                    f"minutes= with per_class=True needs the trial length: pass trial_seconds= > 0 "
+                    f"(e.g. recipe.tmax), got trial_seconds={trial_seconds!r}"
+                )
+            length = trial_seconds
             for c in np.unique(labels):
                 idx = order[labels[order] == c]
                 mask[idx[: int(minutes * 60 // length)]] = True
@@ -154,7 +161,12 @@ def timeline_length(meta: pd.DataFrame) -> float:
 
 def check_class_counts(labels: np.ndarray, *, minimum: int = 2, classes: list[str] | None = None,
                        what: str = "calibration set") -> None:
-    """Raise, naming the counts per class, when a class has fewer than ``minimum`` trials."""
+    """Raise, naming the counts per class, when a class has fewer than ``minimum`` trials.
+
+    ``classes`` are the classes that must all be present (the model's, when
+    its head is kept: a class with no calibration trial would otherwise go
+    unchecked); ``None`` checks the classes found in ``labels``.
+    """
     labels = np.asarray(labels).astype(str)
     names = list(classes) if classes is not None else sorted(set(labels.tolist()))
     counts = {c: int((labels == c).sum()) for c in names}
@@ -162,10 +174,23 @@ def check_class_counts(labels: np.ndarray, *, minimum: int = 2, classes: list[st
         raise EEGTransferError(f"the {what} is empty; give more --minutes or --trials")
     low = {c: n for c, n in counts.items() if n < minimum}
     if low:
+        absent = [c for c, n in counts.items() if n == 0]
+        hint = (f" Class(es) {absent} have no trial: the model's head needs every one of its "
+                "classes (labels outside them train a new head instead)." if absent else "")
         raise EEGTransferError(
             f"the {what} needs at least {minimum} trials of every class; counts per class: {counts}. "
-            "Give more --minutes or --trials, or --per-class"
+            "Give more --minutes or --trials, or --per-class." + hint
         )
+
+
+def required_classes(bundle: Bundle, labels: np.ndarray) -> list[str] | None:
+    """The classes calibration must cover: all of the model's when its head is kept.
+
+    ``None`` when ``labels`` hold a class the model lacks: a new head is then
+    trained for exactly the classes found.
+    """
+    found = set(np.asarray(labels).astype(str).tolist())
+    return None if found - set(bundle.classes) else list(bundle.classes)
 
 
 def chronological_split(labels: np.ndarray, val_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
@@ -236,14 +261,17 @@ def adabn(model: Any, X: np.ndarray, *, device: Any = None, batch_size: int = 25
 
 
 def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, max_iter: int = 100,
-                   device: Any = None) -> dict[str, Any]:
+                   device: Any = None, prior: str = "start") -> dict[str, Any]:
     """Fit the head as an L2-SP regularised multinomial logistic regression, in place.
 
     Minimises ``cross_entropy(head(feats), y) + l2 * ||theta - theta_0||^2`` over
-    the head's parameters ``theta`` with full-batch L-BFGS, starting from and
-    shrinking towards the pretrained head ``theta_0``. With few calibration
-    trials the pretrained head is the prior: ``l2`` large keeps zero-shot,
-    ``l2`` small fits the subject. Deterministic, no epochs, no early stopping.
+    the head's parameters ``theta`` with full-batch L-BFGS, starting from the
+    head's current weights. With ``prior="start"`` ``theta_0`` is those
+    weights, the pretrained head: with few calibration trials it is the
+    prior, ``l2`` large keeps zero-shot, ``l2`` small fits the subject. A new,
+    randomly initialised head carries no knowledge, so it takes
+    ``prior="zero"`` (plain L2, ``theta_0 = 0``). Deterministic, no epochs,
+    no early stopping.
 
     Parameters
     ----------
@@ -259,12 +287,16 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, ma
         L-BFGS iterations.
     device : str | torch.device | None
         Where to fit; ``None``: where ``feats`` are. The head stays there.
+    prior : {"start", "zero"}
+        What ``theta`` is pulled towards: the starting weights, or zero.
 
     Returns
     -------
     info : dict
-        ``loss`` (final objective) and ``iterations``.
+        ``loss`` (final objective), ``iterations`` and ``prior``.
     """
+    if prior not in ("start", "zero"):
+        raise EEGTransferError(f"prior= must be 'start' or 'zero', got {prior!r}")
     import torch
     from torch import nn
 
@@ -274,7 +306,7 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, ma
     xf = xf.to(device)
     head.to(device).eval()
     params = [p for p in head.parameters()]
-    theta0 = [p.detach().clone() for p in params]
+    theta0 = [p.detach().clone() if prior == "start" else torch.zeros_like(p) for p in params]
     for p in params:
         p.requires_grad_(True)
     yt = torch.as_tensor(y, dtype=torch.long).to(device)
@@ -292,19 +324,20 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = 1e-2, ma
 
     loss = opt.step(closure)
     return {"loss": float(loss.detach()), "iterations": calls[0], "seconds": time.perf_counter() - t0,
-            "solver": "lbfgs", "l2": l2}
+            "solver": "lbfgs", "l2": l2, "prior": prior}
 
 
 def _train_supervised(bundle: Bundle, part: str, X: np.ndarray, y: np.ndarray, fit: np.ndarray,
                       val: np.ndarray, *, k: int, epochs: int, lr: float | None, batch_size: int,
                       patience: int, device: Any, seed: int, progress: bool,
                       head_solver: str = "lbfgs", head_l2: float = 1e-2,
-                      feats: Any = None) -> tuple[list[str], dict]:
+                      feats: Any = None, head_prior: str = "start") -> tuple[list[str], dict]:
     """Train the part of ``bundle.model`` that ``part`` names, in place.
 
     ``X`` is the (aligned) input, shape (n_trials, n_chans, n_times); ``fit``
     and ``val`` are boolean masks over its trials. ``feats`` are the cached
-    trunk features of ``X`` when the caller already computed them.
+    trunk features of ``X`` when the caller already computed them; ``head_prior``
+    is :func:`fit_head_lbfgs`'s ``prior`` (``"zero"`` for a new head).
     """
     from .engine import head_inputs, train
     from .models import HEAD, final_parameter_names
@@ -319,7 +352,8 @@ def _train_supervised(bundle: Bundle, part: str, X: np.ndarray, y: np.ndarray, f
         head = getattr(model, HEAD)
         names = [f"{HEAD}.{n}" for n, _ in head.named_parameters()]
         if head_solver == "lbfgs":
-            return names, fit_head_lbfgs(head, feats[fit], y[fit], l2=head_l2, device=device)
+            return names, fit_head_lbfgs(head, feats[fit], y[fit], l2=head_l2, device=device,
+                                         prior=head_prior)
         hist = train(head, feats[fit], y[fit], X_val=None if Xv is None else feats[val], y_val=yv,
                      epochs=epochs, batch_size=batch_size, lr=lr or 1e-2, patience=patience,
                      device=device, seed=seed, progress=progress, desc="adapt head (cached features)")
@@ -414,7 +448,8 @@ def adapt(
         regression on cached trunk features (:func:`fit_head_lbfgs`);
         ``"sgd"``: AdamW epochs with early stopping, as for ``last-k``.
     head_l2 : float
-        Pull towards the pretrained head for ``head_solver="lbfgs"``.
+        Pull towards the pretrained head for ``head_solver="lbfgs"`` (towards
+        zero for a new head, whose random initial weights are no prior).
     refit : bool
         With ``head_solver="lbfgs"``, once the guard has kept the adapted
         model, refit the head on **all** calibration trials (the held-out
@@ -470,8 +505,9 @@ def adapt(
     y = fit = val = None
     if labels is not None:
         labels = np.asarray(labels).astype(str)
-        check_class_counts(labels)
-        new_task = bool(set(labels.tolist()) - set(bundle.classes))
+        need = required_classes(bundle, labels)
+        check_class_counts(labels, classes=need)
+        new_task = need is None
         if new_task:
             if part is None:
                 raise EEGTransferError(
@@ -504,7 +540,8 @@ def adapt(
         trainable, hist = _train_supervised(new, part, Xa, y, fit, val, k=k, epochs=epochs, lr=lr,
                                             batch_size=batch_size, patience=patience, device=dev,
                                             seed=seed, progress=progress, head_solver=head_solver,
-                                            head_l2=head_l2, feats=feats)
+                                            head_l2=head_l2, feats=feats,
+                                            head_prior="zero" if info.get("new_head") else "start")
         new.history = hist
     info["trainable"] = trainable
     if y is not None and val.any():
@@ -556,7 +593,8 @@ def adapt(
         head = getattr(new.model, HEAD)
         fitted = {k_: v.clone() for k_, v in head.state_dict().items()}
         head.load_state_dict(head0)
-        hist = fit_head_lbfgs(head, feats, y, l2=head_l2, device=dev)
+        hist = fit_head_lbfgs(head, feats, y, l2=head_l2, device=dev,
+                              prior="zero" if info.get("new_head") else "start")
         if floor is not None and _accuracy(new, X[val], y[val]) < floor:  # never hand back less than the guard promised
             head.load_state_dict(fitted)
             info["refit"] = "refit on all calibration trials scored below the guard's floor; kept the fit-part head"
@@ -605,13 +643,14 @@ def _auto(bundle: Bundle, X: np.ndarray, labels: np.ndarray | None, *, t0: float
     if labels is None:
         raise EEGTransferError("strategy 'auto' needs labelled calibration trials")
     labels = np.asarray(labels).astype(str)
-    check_class_counts(labels)
+    need = required_classes(bundle, labels)
+    check_class_counts(labels, classes=need)
     fit, val = chronological_split(labels, kw["val_fraction"])
     candidates = auto_candidates(bundle, labels)
     scores: dict[str, float] = {}
     how = "inner validation: adapted on the first {} calibration trials, scored on the last {}"
     try:
-        check_class_counts(labels[fit], what="inner fit set")
+        check_class_counts(labels[fit], classes=need, what="inner fit set")
         inner = True
     except EEGTransferError:
         inner = False

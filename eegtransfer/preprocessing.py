@@ -198,6 +198,8 @@ def epochs_from_raw(
     run: str = "0",
     source: str = "recording",
     verbose: bool | str | None = False,
+    reject_bad: bool = True,
+    counts: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Apply ``recipe`` to a continuous recording and cut labelled trials.
 
@@ -215,6 +217,13 @@ def epochs_from_raw(
         Stored in the metadata of each trial.
     source : str
         Name of the file, used in error messages.
+    reject_bad : bool
+        Drop trials whose window overlaps an annotation marked bad
+        (description starting with ``BAD``, MNE's convention), with a
+        warning. ``False`` keeps them.
+    counts : dict | None
+        If given, filled with ``n_bad_dropped`` (trials dropped for a bad
+        annotation) and ``n_outside_dropped`` (trials past either end).
 
     Returns
     -------
@@ -244,18 +253,25 @@ def epochs_from_raw(
     used_id = {k: int(v) for k, v in event_id.items() if int(v) in set(ev[:, 2].tolist())}
     epochs = mne.Epochs(
         prepared, ev, event_id=used_id, tmin=recipe.tmin, tmax=tmax, baseline=None,
-        preload=True, reject_by_annotation=False, on_missing="ignore", verbose=verbose,
+        preload=True, reject_by_annotation=reject_bad, on_missing="ignore", verbose=verbose,
     )
-    # Epochs that run past either end of the recording are dropped by MNE.
+    # MNE drops epochs that run past either end ('NO_DATA', 'TOO_SHORT') and, with
+    # reject_by_annotation, those overlapping a BAD annotation (its description).
     kept = np.array([i for i, log in enumerate(epochs.drop_log) if not log], dtype=int)
+    n_outside = sum(1 for log in epochs.drop_log if set(log) & {"NO_DATA", "TOO_SHORT"})
+    n_bad = len(ev) - len(kept) - n_outside
+    if counts is not None:
+        counts.update(n_bad_dropped=int(n_bad), n_outside_dropped=int(n_outside))
     if len(kept) == 0:
         raise EEGTransferError(
             f"{source}: every trial window [{recipe.tmin}, {recipe.tmax}] s runs past "
             f"the recording ({raw.times[-1]:.1f} s)"
+            + (f" or overlaps a BAD annotation ({n_bad} of {len(ev)} trials)" if n_bad else "")
         )
-    if len(kept) < len(ev):
-        logger.warning("%s: %d trial(s) run past the recording and were dropped",
-                       source, len(ev) - len(kept))
+    if n_outside:
+        logger.warning("%s: %d trial(s) run past the recording and were dropped", source, n_outside)
+    if n_bad:
+        logger.warning("%s: %d trial(s) overlap a BAD annotation and were dropped", source, n_bad)
     X = epochs.get_data(copy=False)[:, :, :n_times]
     X = standardize(X * recipe.scale, recipe.standardize)
     code_to_name = {int(v): k for k, v in event_id.items()}

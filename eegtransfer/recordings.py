@@ -61,6 +61,51 @@ def _one_line(text: Any) -> str:
 
 # --- reading -------------------------------------------------------------------
 
+def edf_expected_size(path: str | Path) -> int | None:
+    """The size in bytes an EDF/BDF file must have, from its own header.
+
+    ``256 + 256 * ns`` header bytes plus ``n_records * sum(samples per
+    record)`` samples of 2 bytes (3 for BDF). ``None`` when the header
+    cannot be parsed (MNE's reader then gives the error) or when the number
+    of records is unknown (``-1``, a recording still being written).
+    """
+    path = Path(path)
+    width = 3 if path.suffix.lower() == ".bdf" else 2
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+            n_records, ns = int(head[236:244].decode("ascii")), int(head[252:256].decode("ascii"))
+            if ns <= 0 or n_records < 0:
+                return None
+            # Per-signal fields come one block per field; samples per record is the 9th
+            # block, after 216 bytes per signal (label, transducer, ... prefiltering).
+            f.seek(256 + 216 * ns)
+            block = f.read(8 * ns)
+            spr = [int(block[8 * i: 8 * i + 8].decode("ascii")) for i in range(ns)]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return 256 + 256 * ns + n_records * sum(spr) * width
+
+
+def _check_edf_size(path: Path) -> None:
+    """Refuse an EDF/BDF whose length disagrees with its header.
+
+    MNE reads a *longer* file without a word, as garbage: e.g. a file copied
+    as text, with its line endings rewritten, shifts every later sample.
+    """
+    if path.suffix.lower() not in (".edf", ".bdf"):
+        return
+    expected = edf_expected_size(path)
+    size = path.stat().st_size
+    if expected is None or size == expected:
+        return
+    if size < expected:
+        raise EEGTransferError(f"{path}: the file is truncated ({size} bytes; its header says "
+                               f"{expected})")
+    raise EEGTransferError(f"{path}: the file is {size} bytes but its header says {expected}; "
+                           "it was damaged (e.g. copied as text, with line endings rewritten)")
+
+
 def read_raw(path: str | Path, *, encoding: str | None = None,
              preload: bool = True) -> mne.io.BaseRaw:
     """Read any recording that :func:`mne.io.read_raw` reads.
@@ -86,7 +131,8 @@ def read_raw(path: str | Path, *, encoding: str | None = None,
     DataNotFoundError
         If the file does not exist.
     EEGTransferError
-        If MNE cannot read it, if it is truncated, or if its EDF+ annotations
+        If MNE cannot read it, if it is truncated or its size disagrees with
+        its EDF/BDF header (:func:`edf_expected_size`), or if its EDF+ annotations
         are not valid text in ``encoding``.
     """
     import mne
@@ -94,6 +140,7 @@ def read_raw(path: str | Path, *, encoding: str | None = None,
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such recording file")
+    _check_edf_size(path)
     kwargs: dict[str, Any] = {}
     if encoding and path.suffix.lower() in EDF_LIKE:
         kwargs["encoding"] = encoding
@@ -125,6 +172,19 @@ def read_raw(path: str | Path, *, encoding: str | None = None,
 
 # --- channels ------------------------------------------------------------------
 
+def _channel_key(name: str, *, alias: bool = True) -> str:
+    """:func:`normalize_channel_name`, optionally without the old 10-20 aliases."""
+    s = str(name).strip()
+    s = re.sub(r"^EEG[\s_:]+", "", s, flags=re.IGNORECASE)
+    s = s.strip().strip(".").strip().upper()
+    for suffix in REF_SUFFIXES:
+        if s.endswith(suffix) and len(s) > len(suffix):
+            s = s[: -len(suffix)]
+            break
+    s = s.rstrip("-_ .")
+    return ALIASES.get(s, s) if alias else s
+
+
 def normalize_channel_name(name: str) -> str:
     """A key that equal channels share whatever the recording system wrote.
 
@@ -135,15 +195,7 @@ def normalize_channel_name(name: str) -> str:
     >>> [normalize_channel_name(n) for n in ("Fc5.", "EEG T3-REF", "oz..", "POz")]
     ['FC5', 'T7', 'OZ', 'POZ']
     """
-    s = str(name).strip()
-    s = re.sub(r"^EEG[\s_:]+", "", s, flags=re.IGNORECASE)
-    s = s.strip().strip(".").strip().upper()
-    for suffix in REF_SUFFIXES:
-        if s.endswith(suffix) and len(s) > len(suffix):
-            s = s[: -len(suffix)]
-            break
-    s = s.rstrip("-_ .")
-    return ALIASES.get(s, s)
+    return _channel_key(name)
 
 
 def clean_channel_name(name: str) -> str:
@@ -161,11 +213,24 @@ def clean_channel_name(name: str) -> str:
     return s.rstrip("-_ .")
 
 
-def match_channels(found: list[str], wanted: list[str]) -> tuple[dict[str, str], list[str]]:
+# How a recording's channel name may match a model's, most trusted first.
+_MATCH_LEVELS = (
+    ("exact", lambda n: n),
+    ("case-insensitive", lambda n: str(n).strip().casefold()),
+    ("normalised", lambda n: _channel_key(n, alias=False)),
+    ("10-20 alias", lambda n: _channel_key(n)),
+)
+
+
+def match_channels(found: list[str], wanted: list[str], *,
+                   source: str = "recording") -> tuple[dict[str, str], list[str]]:
     """Match a recording's channel names to the model's.
 
-    Exact names win; otherwise names are compared by
-    :func:`normalize_channel_name`.
+    Each model channel takes the recording channel that matches it at the
+    most trusted level: the exact name, then the same name in another case,
+    then the same :func:`normalize_channel_name` key without and finally
+    with the old 10-20 aliases (``T3`` for ``T7``). So ``['T3', 't7']`` gives
+    T7 the ``t7`` channel, never ``T3``.
 
     Parameters
     ----------
@@ -173,6 +238,8 @@ def match_channels(found: list[str], wanted: list[str]) -> tuple[dict[str, str],
         The recording's channel names.
     wanted : list of str
         The model's channel names, in its order.
+    source : str
+        File name for messages.
 
     Returns
     -------
@@ -180,24 +247,29 @@ def match_channels(found: list[str], wanted: list[str]) -> tuple[dict[str, str],
         Model channel -> recording channel, for each one found.
     missing : list of str
         Model channels with no match, in model order.
+
+    Raises
+    ------
+    EEGTransferError
+        If two recording channels match one model channel equally well
+        (``EEG OZ-REF`` and ``EEG OZ-LE`` for ``Oz``): guessing would
+        silently pick one signal.
     """
     mapping: dict[str, str] = {}
     used: set[str] = set()
-    for w in wanted:
-        if w in found:
-            mapping[w] = w
-            used.add(w)
-    keys: dict[str, str] = {}
-    for f in found:
-        if f not in used:
-            keys.setdefault(normalize_channel_name(f), f)  # first one wins on a tie
-    for w in wanted:
-        if w in mapping:
-            continue
-        f = keys.get(normalize_channel_name(w))
-        if f is not None and f not in used:
-            mapping[w] = f
-            used.add(f)
+    for level, key in _MATCH_LEVELS:
+        for w in wanted:
+            if w in mapping:
+                continue
+            hits = [f for f in found if f not in used and key(f) == key(w)]
+            if len(hits) > 1:
+                raise EEGTransferError(
+                    f"{source}: channels {', '.join(repr(h) for h in hits)} all match the model's "
+                    f"channel {w!r} ({level} match); rename or drop all but one of them"
+                )
+            if hits:
+                mapping[w] = hits[0]
+                used.add(hits[0])
     missing = [w for w in wanted if w not in mapping]
     return mapping, missing
 
@@ -250,7 +322,7 @@ def conform_channels(raw: mne.io.BaseRaw, channels: list[str], *, interpolate_mi
     """
     import mne
 
-    mapping, missing = match_channels(list(raw.ch_names), list(channels))
+    mapping, missing = match_channels(list(raw.ch_names), list(channels), source=source)
     if missing and not interpolate_missing:
         raise EEGTransferError(
             f"{source}: cannot map the model's channel(s) {missing} to the recording's channels "
@@ -334,21 +406,46 @@ def _classes_from_labels(labels: list[str], classes: list[str] | None, event_id:
             if lab in table or lab.strip().lower() in lower}
 
 
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """A small CSV/TSV (delimiter sniffed) as text cells, with lower-case column names.
+
+    Refuses, by file name, what pandas would silently misread: rows with more
+    fields than the header (pandas would make the first ones an index and
+    shift every column) and column names that are equal once case and
+    spaces are ignored (``onset`` and ``Onset``). Missing trailing fields
+    are NaN.
+    """
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            df = pd.read_csv(path, sep=None, engine="python", dtype=str, keep_default_na=False,
+                             index_col=False)
+        except pd.errors.ParserWarning:
+            raise EEGTransferError(f"{path}: some rows have more fields than the header of this "
+                                   f"{what}; quote fields that hold the delimiter") from None
+        except Exception as err:  # pandas/csv raise many types on malformed text
+            raise EEGTransferError(f"{path}: cannot read this {what} ({_one_line(err)})") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if dup:
+        raise EEGTransferError(f"{path}: column(s) {dup} appear more than once in this {what}")
+    return df
+
+
 def _events_from_csv(raw: mne.io.BaseRaw, path: Path, classes: list[str] | None,
                      event_id: dict[str, str], source: str) -> tuple[np.ndarray, dict[str, int]]:
     import pandas as pd
 
-    try:
-        df = pd.read_csv(path, sep=None, engine="python", dtype={"label": str})
-    except Exception as err:
-        raise EEGTransferError(f"{path}: cannot read as an events CSV ({_one_line(err)})") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df = read_table(path, "events CSV")
     if not {"onset", "label"} <= set(df.columns):
         raise EEGTransferError(f"{path}: an events CSV needs columns 'onset' (seconds) and 'label'; "
                                f"found {list(df.columns)}")
     onset = pd.to_numeric(df["onset"], errors="coerce").to_numpy(dtype=float)
-    labels = df["label"].astype(str).str.strip().to_numpy()
-    bad = np.where(~np.isfinite(onset) | (onset < 0) | (df["label"].isna().to_numpy()))[0]
+    missing = df["label"].isna().to_numpy()
+    labels = df["label"].fillna("").astype(str).str.strip().to_numpy()
+    bad = np.where(~np.isfinite(onset) | (onset < 0) | missing | (labels == ""))[0]
     if len(bad):
         raise EEGTransferError(f"{path}: row(s) {(bad + 2).tolist()[:10]} have no valid onset "
                                "(seconds >= 0) or label")
@@ -465,6 +562,12 @@ def find_events(raw: mne.io.BaseRaw, *, events: str | Path | None = None,
     candidates = [d for d in found_desc if not d.lower().startswith(IGNORED_DESCRIPTIONS)]
     mapping = _classes_from_labels(candidates, classes, event_id, source)
     if mapping:
+        unmatched = {d: found_desc[d] for d in candidates if d not in mapping}
+        if unmatched:
+            # Not an error (a recording also marks blinks, pauses ...), but never silent:
+            # a misspelt class name would otherwise just lose its trials.
+            logger.warning("%s: annotation(s) %s (description: count) match no class %s and are "
+                           "ignored", source, unmatched, sorted(set(mapping.values())))
         names = sorted(set(mapping.values()))
         code = {n: i + 1 for i, n in enumerate(names)}
         ev, _ = mne.events_from_annotations(raw, event_id={d: code[c] for d, c in mapping.items()},
@@ -489,6 +592,17 @@ def find_events(raw: mne.io.BaseRaw, *, events: str | Path | None = None,
         + (f"stim channel(s) {stim} with codes {stim_codes}" if stim else "no stim channel")
         + ". Pass --events FILE, or --event-id NAME=CODE for each class"
     )
+
+
+def has_events(raw: mne.io.BaseRaw) -> bool:
+    """Whether ``raw`` holds any event: an annotation that is not a data-quality
+    mark (``BAD_``, ``EDGE`` ...) or a non-zero code in a stim channel."""
+    import mne
+
+    if any(not str(d).lower().startswith(IGNORED_DESCRIPTIONS) for d in raw.annotations.description):
+        return True
+    stim = mne.pick_types(raw.info, stim=True, eeg=False)
+    return bool(len(stim)) and bool(np.any(raw.get_data(picks=stim) != 0))
 
 
 def window_events(raw: mne.io.BaseRaw, recipe: Recipe, code: int = 1) -> np.ndarray:
@@ -529,6 +643,8 @@ class Recording:
         The file's sampling rate (before resampling to the recipe's).
     events_from : str
     event_id : dict of str to int
+    n_bad_dropped : int
+        Trials dropped because they overlap a ``BAD_*`` annotation.
     """
 
     X: np.ndarray
@@ -539,9 +655,11 @@ class Recording:
     sfreq: float
     events_from: str
     event_id: dict[str, int]
+    n_bad_dropped: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {"path": str(self.path), "sha256": self.sha256, "n_trials": int(len(self.X)),
+                "n_bad_dropped": self.n_bad_dropped,
                 "sfreq": self.sfreq, "events_from": self.events_from,
                 "renamed": self.channels.renamed, "dropped": self.channels.dropped,
                 "interpolated": self.channels.interpolated,
@@ -631,14 +749,15 @@ def _load(raw: mne.io.BaseRaw, path: Path, recipe: Recipe, *, classes: list[str]
     sfreq = float(raw.info["sfreq"])
     conformed, chans = conform_channels(raw, recipe.channels, interpolate_missing=interpolate_missing,
                                         source=source)
+    counts: dict[str, int] = {}
     X, meta = epochs_from_raw(conformed, ev, ids, recipe, subject=subject, session=session, run=run,
-                              source=source)
+                              source=source, counts=counts)
     if windows and label is None:
         meta["label"] = ""
     logger.debug("%s: %d trials from %s; channels renamed %s, dropped %s, interpolated %s",
                  source, len(X), how, chans.renamed, chans.dropped, chans.interpolated)
     return Recording(X=X, meta=meta, path=path, sha256=sha256_file(path), channels=chans,
-                     sfreq=sfreq, events_from=how, event_id=ids)
+                     sfreq=sfreq, events_from=how, event_id=ids, n_bad_dropped=counts["n_bad_dropped"])
 
 
 # --- manifests -----------------------------------------------------------------
@@ -662,11 +781,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such manifest file")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
-    except Exception as err:
-        raise EEGTransferError(f"{path}: cannot read the manifest as CSV ({_one_line(err)})") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df = read_table(path, "manifest")
     need = {"path", "subject", "session"}
     if not need <= set(df.columns) or not ({"events", "label"} & set(df.columns)):
         raise EEGTransferError(
@@ -675,6 +790,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         )
     if len(df) == 0:
         raise EEGTransferError(f"{path}: the manifest lists no recordings")
+    short = np.where(df.isna().any(axis=1).to_numpy())[0]
+    if len(short):  # a missing field would read as the text 'nan'
+        raise EEGTransferError(f"{path}: row(s) {(short + 2).tolist()[:10]} have fewer fields than "
+                               f"the header {list(df.columns)}")
     base = path.resolve().parent
 
     def resolve(p: str) -> str | None:

@@ -117,8 +117,8 @@ def render_calibration_report(result: dict[str, Any], *, heldout: dict[str, Any]
     calibration_counts : dict of str to int
         Calibration trials per class.
     recordings : list of dict
-        Per file: path, sha256, n_trials, sfreq, events_from, renamed,
-        dropped, interpolated.
+        Per file: path, sha256, n_trials, n_bad_dropped, sfreq, events_from,
+        renamed, dropped, interpolated.
 
     Returns
     -------
@@ -149,6 +149,7 @@ def render_calibration_report(result: dict[str, Any], *, heldout: dict[str, Any]
         ("calibration minutes", result.get("calibration_minutes")),
         ("calibration selection", result.get("selection")),
         ("held-out trials", result.get("n_heldout_trials")),
+        ("trials dropped (overlap a BAD annotation)", result.get("n_bad_dropped", 0)),
         ("device", result.get("device")),
         ("time taken (s)", result.get("seconds")),
     ]))
@@ -182,12 +183,13 @@ def render_calibration_report(result: dict[str, Any], *, heldout: dict[str, Any]
         ("used (model order)", ", ".join(result.get("channels", []))),
         ("interpolated", ", ".join(result.get("interpolated", [])) or "none"),
     ]))
-    parts.append("<h2>Recordings</h2><table><tr><th>file</th><th>trials</th><th>Hz</th>"
-                 "<th>events from</th><th>renamed</th><th>dropped</th><th>interpolated</th>"
+    parts.append("<h2>Recordings</h2><table><tr><th>file</th><th>trials</th><th>BAD dropped</th>"
+                 "<th>Hz</th><th>events from</th><th>renamed</th><th>dropped</th><th>interpolated</th>"
                  "<th>SHA-256</th></tr>")
     for r in recordings:
         parts.append(
             f"<tr><td><code>{esc(str(r.get('path')))}</code></td><td>{r.get('n_trials')}</td>"
+            f"<td>{r.get('n_bad_dropped', 0)}</td>"
             f"<td>{_fmt(r.get('sfreq'))}</td><td>{esc(str(r.get('events_from')))}</td>"
             f"<td>{esc(json.dumps(r.get('renamed') or {}))}</td>"
             f"<td>{esc(', '.join(r.get('dropped') or []) or '-')}</td>"

@@ -103,3 +103,65 @@ def test_calibration_errors(fake_population, fake_trials):
         adapt(fake_population, Xc, yc, strategy="magic", device="cpu")
     with pytest.raises(EEGTransferError, match=r"shape \(n_trials, 4, 64\)"):
         adapt(fake_population, Xc[:, :2], yc, device="cpu")
+
+
+# --- silent wrong results, now refused ---------------------------------------------
+
+def test_calibration_must_cover_every_model_class(fake_population, fake_trials):
+    """One class only (all the model's) used to calibrate and 'keep' a one-class model."""
+    Xc, yc, _, _ = _target(fake_trials)
+    only = yc == "feet"
+    assert only.sum() >= 4
+    for strategy in ("head", "auto"):
+        with pytest.raises(EEGTransferError, match=r"every class; counts per class: \{'feet': \d+, "
+                                                   r"'left_hand': 0, 'right_hand': 0\}"):
+            adapt(fake_population, Xc[only], yc[only], strategy=strategy, device="cpu")
+    # labels new to the model train a new head for exactly those classes: no model class is required
+    new = np.where(yc[only], "rest", "rest")
+    new[: len(new) // 2] = "move"
+    patient = adapt(fake_population, Xc[only], new, strategy="head", device="cpu")
+    assert patient.classes == ["move", "rest"] and patient.adaptation["new_head"]
+
+
+def test_per_class_minutes_need_trial_seconds():
+    meta = _meta([5, 15, 25, 35], list("abab"), length=40)
+    with pytest.raises(EEGTransferError, match=r"trial_seconds= > 0.*got trial_seconds=0"):
+        select_calibration(meta, minutes=0.3, per_class=True)
+    # 18 s per class with 5-s trials: 3 trials each would fit, 2 exist; 6 s: 1 each
+    np.testing.assert_array_equal(select_calibration(meta, minutes=0.3, per_class=True, trial_seconds=5),
+                                  [1, 1, 1, 1])
+    np.testing.assert_array_equal(select_calibration(meta, minutes=0.1, per_class=True, trial_seconds=5),
+                                  [1, 1, 0, 0])
+
+
+def test_lbfgs_prior_zero_pulls_towards_zero_from_the_start():
+    import torch
+
+    from eegtransfer.adapt import fit_head_lbfgs
+
+    torch.manual_seed(0)
+    feats = torch.randn(40, 6)
+    y = np.arange(40) % 3
+    start = torch.nn.Linear(6, 3)
+    w0 = {k: v.clone() for k, v in start.state_dict().items()}
+    sp, zero = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+    sp.load_state_dict(w0)
+    zero.load_state_dict(w0)
+    assert fit_head_lbfgs(sp, feats, y, l2=100.0)["prior"] == "start"
+    assert fit_head_lbfgs(zero, feats, y, l2=100.0, prior="zero")["prior"] == "zero"
+    dist = lambda m, ref: sum(float(((v - ref[k]) ** 2).sum()) for k, v in m.state_dict().items())  # noqa: E731
+    zeros = {k: torch.zeros_like(v) for k, v in w0.items()}
+    assert dist(sp, w0) < 1e-3 and dist(zero, zeros) < 1e-3 < dist(zero, w0)
+    with pytest.raises(EEGTransferError, match="prior= must be"):
+        fit_head_lbfgs(zero, feats, y, prior="random")
+
+
+def test_new_head_is_pulled_towards_zero_not_its_random_init(fake_population, fake_trials):
+    from eegtransfer.models import HEAD
+
+    Xc, yc, _, _ = _target(fake_trials)
+    yc = np.where(yc == "feet", "rest", "move")
+    patient = adapt(fake_population, Xc, yc, strategy="head", device="cpu", head_l2=1e3)
+    head = getattr(patient.model, HEAD)
+    assert max(float(p.abs().max()) for p in head.parameters()) < 1e-3
+    assert patient.adaptation["new_head"] and patient.history["prior"] == "zero"

@@ -291,6 +291,13 @@ def _latin(s1_raw, tmp_path):
     return tmp_path / "latin.edf"
 
 
+def _crlf(s1_raw, tmp_path):
+    data = export(s1_raw, tmp_path / "full.edf", "edf").read_bytes()
+    (tmp_path / "full.edf").unlink()
+    (tmp_path / "crlf.edf").write_bytes(data.replace(b"\n", b"\r\n"))  # a text-mode copy
+    return tmp_path / "crlf.edf"
+
+
 def _low_rate(s1_raw, tmp_path):
     return export(s1_raw.copy().resample(100.0, verbose="error"), tmp_path / "slow.edf", "edf")
 
@@ -305,6 +312,15 @@ def _unknown_labels_csv(tmp_path):
     p = tmp_path / "events.csv"
     pd.DataFrame({"onset": [10.0, 16.5, 23.0], "label": ["13", "blink", "17"]}).to_csv(p, index=False)
     return p
+
+
+def _only_rest(raw):
+    """Keep the 'rest' trials only; the other trials' annotations become non-class marks."""
+    import mne
+
+    a = raw.annotations
+    desc = [d if d == "rest" else "Impedance check" for d in a.description]
+    raw.set_annotations(mne.Annotations(a.onset, a.duration, desc, orig_time=a.orig_time))
 
 
 CASES = {
@@ -333,6 +349,11 @@ CASES = {
     "too_few_trials_per_class": lambda s, t, pop: (["--recording", _fif(s, t / "a_raw.fif", lambda r: None),
                                                    "--trials", 5], ["counts per class", "'rest': 5"]),
     "non_utf8_annotations": lambda s, t, pop: (["--recording", _latin(s, t)], ["latin.edf", "--encoding"]),
+    "calibration_lacks_model_classes": lambda s, t, pop: (
+        ["--recording", _fif(s, t / "rest_raw.fif", _only_rest)],
+        ["counts per class", "'13': 0", "'rest': 8", "the model's head needs every one of its classes"]),
+    "edf_longer_than_header": lambda s, t, pop: (["--recording", _crlf(s, t)],
+                                                ["crlf.edf", "but its header says"]),
 }
 
 
@@ -431,3 +452,101 @@ def test_report_is_self_contained_html():
                                      heldout=None, history={}, calibration_counts={"a": 8, "b": 8},
                                      recordings=recs)
     assert "Held-out accuracy: unavailable" in none and "data:image/png" not in none
+
+
+# --- silent wrong results, now refused or reported -----------------------------------
+
+def _annotated_copy(raw, path, rename=None, bad=None):
+    import mne
+
+    raw = raw.copy()
+    a = raw.annotations
+    desc = [rename.get(d, d) for d in a.description] if rename else list(a.description)
+    ann = mne.Annotations(a.onset, a.duration, desc, orig_time=a.orig_time)
+    if bad is not None:
+        ann.append(bad[0], bad[1], "BAD_movement")
+    raw.set_annotations(ann)
+    raw.save(path, verbose="error", overwrite=True)
+    return path
+
+
+@pytest.mark.real
+def test_predict_falls_back_to_windows_only_without_events(population, s1_raw, tmp_path, capsys):
+    """Misspelt labels used to give window predictions and no accuracy, silently."""
+    from eegtransfer.cli import main
+
+    typo = _annotated_copy(s1_raw, tmp_path / "typo_raw.fif", rename={"rest": "rset", "13": "13 Hz",
+                                                                      "17": "17 Hz", "21": "21 Hz"})
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--model", str(population), "--recording", str(typo), "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "typo_raw.fif: no event matches" in err and "'rset': 8" in err
+    assert not out.exists()
+
+    plain = tmp_path / "plain_raw.fif"
+    s1_raw.copy().set_annotations(None).save(plain, verbose="error")
+    assert main(["predict", "--model", str(population), "--recording", str(plain), "--out", str(out),
+                 "--json"]) == 0
+    cap = capsys.readouterr()
+    res = json.loads(cap.out)
+    assert res["events_from"] == "consecutive windows" and "accuracy" not in res
+    assert "no events" in res["windows_fallback"] and "no events" in cap.err
+    labelled = tmp_path / "pred2.csv"
+    assert main(["predict", "--model", str(population), "--recording", str(_annotated_copy(
+        s1_raw, tmp_path / "ok_raw.fif")), "--out", str(labelled), "--json", "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["windows_fallback"] is None and res["accuracy"] is not None
+
+
+@pytest.mark.real
+def test_trials_over_bad_annotations_are_dropped_and_reported(population, s1_raw, tmp_path, capsys):
+    from eegtransfer.cli import main
+
+    first = float(s1_raw.annotations.onset[0])
+    rec = _annotated_copy(s1_raw, tmp_path / "bad_raw.fif", bad=(first + 2.0, 0.5))  # inside trial 1
+    out, report = tmp_path / "patient", tmp_path / "r.html"
+    assert main(["calibrate", "--model", str(population), "--recording", str(rec), "--trials", "3",
+                 "--per-class", "--out", str(out), "--report", str(report), "--json", "--quiet",
+                 "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_bad_dropped"] == 1 and res["n_calibration_trials"] + res["n_heldout_trials"] == 31
+    assert "trials dropped (overlap a BAD annotation)</th><td>1<" in report.read_text()
+    preds = tmp_path / "pred.csv"
+    assert main(["predict", "--model", str(out), "--recording", str(rec), "--out", str(preds), "--json",
+                 "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_bad_dropped"] == 1 and res["n_trials"] == 31
+
+
+def _labelled_file(path, seed):
+    import mne
+
+    rng = np.random.default_rng(seed)
+    raw = mne.io.RawArray(rng.standard_normal((4, 128 * 60)) * 1e-5,
+                          mne.create_info(["C3", "Cz", "C4", "Pz"], 128.0, "eeg"), verbose="error")
+    onsets = np.arange(2.0, 56.0, 3.0)
+    desc = ["left" if i % 2 else "right" for i in range(len(onsets))]
+    raw.set_annotations(mne.Annotations([0.1, 0.5, *onsets], 0.0,
+                                        ["Recording starts", "Impedance check", *desc]))
+    raw.save(path, verbose="error")
+    return path
+
+
+def test_pretrain_manifest_needs_named_classes(tmp_path, capsys):
+    """Every annotation ('Recording starts', 'Impedance check') used to become a class."""
+    from eegtransfer.cli import main
+
+    for s in (1, 2, 3):
+        _labelled_file(tmp_path / f"s{s}_raw.fif", s)
+    man = tmp_path / "man.csv"
+    man.write_text("path,subject,session,events\n" + "".join(f"s{s}_raw.fif,p{s},1,\n" for s in (1, 2, 3)))
+    out = tmp_path / "pop"
+    common = ["pretrain", "--manifest", str(man), "--epochs", "1", "--tmin", "0", "--tmax", "1",
+              "--sfreq", "64", "--h-freq", "30", "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main(common) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--event-id" in err and "s1_raw.fif" in err
+    assert "'Impedance check': 1" in err and "'left': 9" in err and not out.exists()
+    assert main([*common, "--event-id", "left=left", "--event-id", "right=right", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == ["left", "right"]

@@ -293,3 +293,84 @@ def test_edf_and_messy_fif_give_the_same_trials_as_the_original(kalunga_path, tm
     rec = load_recording(path, RECIPE, classes=CLASSES)
     assert set(rec.channels.dropped) == {"Fc5.", "EEG T3-REF"} and rec.channels.renamed["Poz."] == "POz"
     np.testing.assert_allclose(rec.X, ref.X, atol=1e-4)
+
+
+# --- silent wrong results, now refused or reported -----------------------------
+
+def test_ambiguous_channels_are_refused_with_both_names():
+    with pytest.raises(EEGTransferError, match=r"rec.edf: channels 'EEG OZ-REF', 'EEG OZ-LE' .*'Oz'"):
+        match_channels(["EEG OZ-REF", "EEG OZ-LE", "O1"], ["Oz", "O1"], source="rec.edf")
+    with pytest.raises(EEGTransferError, match=r"'oz', 'OZ' all match the model's channel 'Oz'"):
+        match_channels(["oz", "OZ"], ["Oz"])
+
+
+def test_exact_name_beats_an_alias():
+    # T3 is T7's old name, but a channel called t7 is T7 itself.
+    assert match_channels(["T3", "t7"], ["T7"]) == ({"T7": "t7"}, [])
+    assert match_channels(["T3", "EEG T7-REF"], ["T7"]) == ({"T7": "EEG T7-REF"}, [])
+    assert match_channels(["T3", "Oz"], ["T7", "Oz"]) == ({"T7": "T3", "Oz": "Oz"}, [])
+    # the exact one is taken; the normalised twin is then simply extra
+    assert match_channels(["Oz", "EEG OZ-REF"], ["Oz"]) == ({"Oz": "Oz"}, [])
+
+
+def test_unmatched_annotations_are_logged_with_counts(caplog):
+    raw = synthetic_raw(KALUNGA, annotations=[(1, "rest"), (8, "rest"), (15, "Impedance check"),
+                                              (20, "rset"), (26, "rset"), (30, "BAD_x")])
+    with caplog.at_level("WARNING", logger="eegtransfer"):
+        ev, ids, _ = find_events(raw, classes=CLASSES, source="rec.edf")
+    assert ids == {"rest": 1} and len(ev) == 2
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "rec.edf" in msg and "'Impedance check': 1" in msg and "'rset': 2" in msg
+    assert "BAD_x" not in msg  # a data-quality mark is not a label
+
+
+def test_trials_overlapping_bad_annotations_are_dropped_and_counted(tmp_path):
+    ann = [(1, "rest"), (8, "13"), (15, "rest"), (22, "13")]
+    raw = synthetic_raw(KALUNGA, annotations=ann)
+    raw.annotations.append(17.0, 1.0, "BAD_movement")  # inside the third trial's [16, 20) s window
+    path = tmp_path / "bad_raw.fif"
+    raw.save(path, verbose="error")
+    rec = load_recording(path, RECIPE, classes=CLASSES)
+    assert rec.meta["onset"].tolist() == [1.0, 8.0, 22.0]
+    assert rec.n_bad_dropped == 1 and rec.summary()["n_bad_dropped"] == 1
+
+
+def _crlf_copy(src, dst):
+    data = src.read_bytes()
+    dst.write_bytes(data.replace(b"\n", b"\r\n"))  # what a text-mode copy does
+    assert dst.stat().st_size > len(data)
+    return dst
+
+
+@pytest.mark.parametrize("fmt", ["edf", "bdf"])
+def test_edf_longer_than_its_header_is_refused(tmp_path, fmt):
+    raw = synthetic_raw(KALUNGA, seconds=20, annotations=[(1, "rest"), (8, "13")])
+    good = export(raw, tmp_path / f"good.{fmt}", fmt)
+    bad = _crlf_copy(good, tmp_path / f"copied.{fmt}")
+    size, expected = bad.stat().st_size, good.stat().st_size
+    with pytest.raises(EEGTransferError, match=rf"copied.{fmt}: the file is {size} bytes but its header "
+                                               rf"says {expected}"):
+        read_raw(bad)
+    assert read_raw(good).n_times >= raw.n_times  # an intact file is read as before
+
+
+def test_tables_that_pandas_would_misread_are_refused(tmp_path):
+    raw = synthetic_raw(KALUNGA, seconds=30)
+    cases = {
+        "dup.csv": ("onset,label,Onset\n1,rest,2\n", r"dup.csv: column\(s\) \['onset'\] appear more than once"),
+        "long.csv": ("onset,label\n1,rest,extra\n", r"long.csv: some rows have more fields than the header"),
+    }
+    for name, (text, msg) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(EEGTransferError, match=msg):
+            find_events(raw, events=tmp_path / name, classes=CLASSES)
+    man = {
+        "short.csv": ("path,subject,session,label\na.edf,p1\n", r"short.csv: row\(s\) \[2\] have fewer fields"),
+        # pandas made 'a.edf' an index and read the path as '1'
+        "long.csv": ("path,subject,session,label\na.edf,1,1,x,y\n", "long.csv: some rows have more fields"),
+        "dup.csv": ("path,subject,session,label,Label\na,1,1,x,y\n", r"column\(s\) \['label'\]"),
+    }
+    for name, (text, msg) in man.items():
+        (tmp_path / f"m_{name}").write_text(text)
+        with pytest.raises(EEGTransferError, match=msg):
+            read_manifest(tmp_path / f"m_{name}")

@@ -9,6 +9,7 @@ from eegtransfer.adapt import adapt, chronological_split
 from eegtransfer.alignment import align_per_group, alignment_matrix, apply_alignment, mean_covariance
 from eegtransfer.bundle import Bundle
 from eegtransfer.curve import calibration_curve, paired_bootstrap_ci, plot_curve, stop_rule
+from eegtransfer.errors import EEGTransferError
 from eegtransfer.models import batchnorm_modules, final_parameter_names
 
 
@@ -173,3 +174,31 @@ def test_align_bundle_round_trips(fake_population, fake_trials, tmp_path):
     np.testing.assert_array_equal(back.align, patient.align)
     np.testing.assert_allclose(back.predict_proba(Xt), patient.predict_proba(Xt), atol=1e-6)
     assert back.adaptation["strategy"] == "align+head"
+
+
+def test_alignment_of_average_referenced_trials_is_finite_and_whitens_the_rest():
+    """Average reference makes the mean covariance singular; alignment used to refuse it."""
+    rng = np.random.default_rng(0)
+    mix = rng.standard_normal((8, 8))
+    X = np.einsum("cd,ndt->nct", mix, rng.standard_normal((6, 8, 256)))
+    X = X - X.mean(axis=1, keepdims=True)  # average reference: the channels sum to zero
+    C = mean_covariance(X)
+    w, V = np.linalg.eigh(C)
+    assert w[0] < 1e-10 * w[-1]  # singular
+    W = alignment_matrix(X)
+    assert np.all(np.isfinite(W))
+    full = V[:, 1:]  # the full-rank subspace
+    aligned = mean_covariance(apply_alignment(X, W))
+    np.testing.assert_allclose(full.T @ aligned @ full, np.eye(7), atol=1e-4)
+    assert np.abs(aligned).max() < 1.5  # nothing blown up along the null direction
+    with pytest.raises(EEGTransferError, match="mean covariance is zero"):
+        alignment_matrix(np.zeros((3, 8, 64)))  # no signal: nothing to regularise towards
+
+
+def test_alignment_of_well_conditioned_trials_is_unchanged():
+    from eegtransfer.alignment import inverse_sqrt
+
+    rng = np.random.default_rng(1)
+    X = np.einsum("cd,ndt->nct", rng.standard_normal((8, 8)) + 3 * np.eye(8),
+                  rng.standard_normal((20, 8, 256)))
+    np.testing.assert_allclose(alignment_matrix(X), inverse_sqrt(mean_covariance(X)), rtol=1e-10, atol=1e-12)

@@ -208,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
         selection = (f"first {args.minutes:g} min" if args.minutes is not None else f"first {args.trials} trials") \
             + (" per class" if args.per_class else "")
     found_classes = sorted(set(labels.tolist()))
-    check_class_counts(labels[cal], classes=found_classes, what=f"calibration set ({selection})")
+    # The model's head is kept unless a label is new to it: then it needs every model class.
+    need = found_classes if set(found_classes) - set(classes) else classes
+    check_class_counts(labels[cal], classes=need, what=f"calibration set ({selection})")
     t = timeline(meta)
     order = np.where(cal)[0][np.argsort(t[cal], kind="stable")]  # adapt wants time order
     cal_minutes = float((t[cal] + recipe.tmax).max() / 60)
@@ -250,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         "heldout_balanced_accuracy": None if held is None else held["balanced_accuracy"],
         "n_calibration_trials": int(cal.sum()),
         "n_heldout_trials": int((~cal).sum()),
+        "n_bad_dropped": sum(r.n_bad_dropped for r in recs),
         "calibration_minutes": round(cal_minutes, 3),
         "selection": selection,
         "classes": list(patient.classes),
@@ -294,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"classes      {', '.join(patient.classes)}: NEW HEAD ({note})")
     else:
         print(f"classes      {', '.join(patient.classes)} (the model's own: existing head fine-tuned)")
+    if result["n_bad_dropped"]:
+        print(f"dropped      {result['n_bad_dropped']} trials overlapping a BAD annotation")
     print(f"channels     {len(recipe.channels)} used" + (f"; interpolated {', '.join(interpolated)}"
                                                          if interpolated else "; none interpolated"))
     if held is None:

@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "predict", help="predict the class of each trial of a recording with a (patient) bundle",
         description=(
             "Cut a recording into trials (at its events, or into consecutive windows when it has "
-            "none) and write one CSV row per trial: onset in seconds, the true label when known, the "
+            "no event at all) and write one CSV row per trial: onset in seconds, the true label when known, the "
             "predicted class and one probability column per class."
         ),
     )
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bundle import check_output_path, verify_weights, write_file_atomic
     from ..errors import EEGTransferError
     from ..preprocessing import Recipe
-    from ..recordings import find_events, load_recording, parse_event_id, read_raw
+    from ..recordings import has_events, load_recording, parse_event_id, read_raw
     from .calibrate import quiet_down
 
     quiet_down(args)
@@ -56,16 +56,14 @@ def run(args: argparse.Namespace) -> int:
     default_id = (meta_json.get("provenance") or {}).get("event_id")
 
     raw = read_raw(entry["path"], encoding=args.encoding)
-    windows = False
-    if entry["events"] is None:
-        try:
-            find_events(raw, classes=classes, event_id=user_id, default_id=default_id,
-                        source=str(entry["path"]))
-        except EEGTransferError as err:
-            # An unlabelled recording: predict on consecutive windows instead.
-            logger.info("%s; predicting on consecutive %g-s windows", str(err).split(";")[0],
-                        recipe.tmax - recipe.tmin)
-            windows = True
+    # Consecutive windows only for a recording with no event at all: events that match no
+    # class (a typo, a wrong --event-id) are an error, never a silent loss of the accuracy.
+    windows = entry["events"] is None and not args.event_id and not has_events(raw)
+    fallback = None
+    if windows:
+        fallback = (f"{entry['path']}: no events (no annotation, no stim channel code); predicting "
+                    f"on consecutive {recipe.tmax - recipe.tmin:g}-s windows, without accuracy")
+        logger.warning(fallback)
     rec = load_recording(entry["path"], recipe, classes=classes, events=entry["events"],
                          event_id=user_id, default_id=default_id, windows=windows,
                          interpolate_missing=args.interpolate_missing, encoding=args.encoding, raw=raw)
@@ -87,14 +85,16 @@ def run(args: argparse.Namespace) -> int:
     write_file_atomic(out, df.to_csv(index=False), overwrite=args.overwrite)
     result = {"out": str(out), "n_trials": int(len(df)), "classes": list(bundle.classes),
               "events_from": rec.events_from, "device": str(device),
-              "interpolated": rec.channels.interpolated}
+              "interpolated": rec.channels.interpolated, "windows_fallback": fallback,
+              "n_bad_dropped": rec.n_bad_dropped}
     if not windows:
         known = df["label"].isin(bundle.classes).to_numpy()
         result["accuracy"] = float((df["label"] == df["predicted"])[known].mean()) if known.any() else None
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"predicted    {len(df)} trials ({rec.events_from}) with {bundle.model_name} on {device}")
+        print(f"predicted    {len(df)} trials ({rec.events_from}) with {bundle.model_name} on {device}"
+              + (f"; {rec.n_bad_dropped} overlapping a BAD annotation dropped" if rec.n_bad_dropped else ""))
         if result.get("accuracy") is not None:
             print(f"accuracy     {result['accuracy']:.3f} against the recording's labels")
         print(f"wrote        {out}")

@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--h-freq", type=float, help="band-pass high edge, Hz")
     m = p.add_argument_group("manifest recordings")
     m.add_argument("--event-id", action="append", default=[], metavar="NAME=CODE",
-                   help="class name for an event code or annotation description; repeat per class")
+                   help="class name for an event code or annotation description; repeat per class. "
+                   "Required when a manifest row has no label: only the named events become classes")
     m.add_argument("--encoding", default=None, metavar="ENC", help="EDF+ annotation encoding, e.g. latin1")
     m.add_argument("--interpolate-missing", action="store_true",
                    help="interpolate channels a file lacks from a standard montage (default: refuse)")
@@ -138,8 +139,10 @@ def _from_manifest(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, A
 
     df = read_manifest(args.manifest)
     entries = [dict(r) for r in df.to_dict("records")]
-    recipe = recipe_from_recording(entries[0]["path"], encoding=args.encoding, **_overrides(args))
     user_id = parse_event_id(args.event_id)
+    if not user_id:
+        _refuse_unnamed_classes(args, entries)
+    recipe = recipe_from_recording(entries[0]["path"], encoding=args.encoding, **_overrides(args))
     X, meta, recs = load_recordings(entries, recipe, classes=None, event_id=user_id, default_id=None,
                                     interpolate_missing=args.interpolate_missing,
                                     encoding=args.encoding, progress=show_progress(args))
@@ -149,3 +152,30 @@ def _from_manifest(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, A
     if user_id:
         prov["event_id_user"] = user_id
     return X, meta, recipe, prov
+
+
+def _refuse_unnamed_classes(args: argparse.Namespace, entries: list[dict[str, Any]]) -> None:
+    """Without ``--event-id``, every manifest row must carry a ``label``.
+
+    Otherwise each annotation or event code of a file would become a class
+    ("Recording starts", "Impedance check" ...). The error shows what the
+    first such file holds, with counts, so the classes can be named.
+    """
+    from collections import Counter
+
+    from ..errors import EEGTransferError
+    from ..recordings import find_events, read_raw
+
+    unnamed = [e for e in entries if not e.get("label")]
+    if not unnamed:
+        return
+    e = unnamed[0]
+    raw = read_raw(e["path"], encoding=args.encoding)
+    ev, ids, how = find_events(raw, events=e.get("events"), classes=None, source=str(e["path"]))
+    names = {v: k for k, v in ids.items()}
+    counts = dict(Counter(names[c] for c in ev[:, 2].tolist() if c in names))
+    raise EEGTransferError(
+        f"--manifest {args.manifest}: {len(unnamed)} recording(s) have no label, so their events "
+        f"would all become classes: {e['path']} has {how} {counts}. Name the classes with "
+        "--event-id NAME=CODE (repeat per class), or give each recording a label"
+    )
