@@ -1,0 +1,120 @@
+"""The one evaluation protocol, its statistics and its baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eegtransfer.errors import EEGTransferError
+from eegtransfer.evaluation import baselines as bl
+from eegtransfer.evaluation.protocol import calibration_window, split_target
+from eegtransfer.evaluation.stats import benchmark_markdown, paired_comparison
+
+
+def _run(labels: str, subject: str = "1", run: str = "0", step: float = 7.0) -> pd.DataFrame:
+    """One recording: a trial every ``step`` s; 'r' rest, 'a'/'b'/'c' the stimulation classes."""
+    names = {"r": "rest", "a": "13", "b": "17", "c": "21"}
+    return pd.DataFrame({"subject": subject, "session": "0", "run": run,
+                         "onset": np.arange(len(labels)) * step, "label": [names[c] for c in labels]})
+
+
+def test_calibration_window_grows_until_every_class_has_two_trials():
+    meta = _run("rrrrrrrrabcabcabcabc")  # like Kalunga: a minute of rest first
+    w = calibration_window(meta, minutes=1, trial_seconds=4)
+    # 1 min holds 8 rest trials (the 9th ends at 60 s); every class twice needs 14 trials
+    assert w.grown and w.n_trials == 14 and w.mask[:14].all() and not w.mask[14:].any()
+    assert w.minutes_used == pytest.approx((13 * 7 + 4) / 60, abs=1e-3)
+    assert "grown from 1 min" in w.describe()
+    big = calibration_window(meta, minutes=2, trial_seconds=4)
+    assert not big.grown and big.n_trials == 17  # ended within 120 s: onsets up to 112 s
+    assert calibration_window(meta, trials=16, trial_seconds=4).n_trials == 16
+    assert calibration_window(meta, fraction=1.0, trial_seconds=4).n_trials == 20
+    with pytest.raises(EEGTransferError, match="lack classes"):
+        calibration_window(meta, minutes=1, trial_seconds=4, grow=False)
+
+
+def test_calibration_window_is_chronological_and_checks_its_parameters():
+    meta = _run("abcabcrr").iloc[::-1].reset_index(drop=True)  # rows out of time order
+    w = calibration_window(meta, trials=6, trial_seconds=4, classes=["13", "17", "21"])
+    assert sorted(meta.loc[w.mask, "onset"]) == [0, 7, 14, 21, 28, 35]
+    for kw, words in [({"minutes": 0}, "minutes= must be > 0"), ({"trials": -1}, "trials= must be > 0"),
+                      ({"fraction": 1.5}, "fraction= must be in"), ({}, "exactly one of")]:
+        with pytest.raises(EEGTransferError, match=words):
+            calibration_window(meta, trial_seconds=4, **kw)
+    with pytest.raises(EEGTransferError, match="class 'rest' has 1 trial"):
+        calibration_window(_run("abcabcr"), trials=2, trial_seconds=4)
+
+
+def test_every_method_gets_the_same_window_and_test_set():
+    meta = pd.concat([_run("rrrrabcabcabc"), _run("abcrabcr", run="1")], ignore_index=True)
+    first, test = split_target(meta)
+    assert first.sum() == 13 and test.sum() == 8 and not (first & test).any()
+    a = calibration_window(meta[first], minutes=0.5, trial_seconds=4)
+    b = calibration_window(meta[first], minutes=0.5, trial_seconds=4)
+    assert np.array_equal(a.mask, b.mask)  # a pure function of the metadata: nothing else decides
+    with pytest.raises(EEGTransferError, match="has one run"):
+        split_target(meta[first])
+
+
+def test_paired_comparison_is_a_signed_rank_test_with_an_effect_size():
+    a = pd.Series([0.8, 0.7, 0.9, 0.6, 0.75, 0.85], index=list("abcdef"))
+    b = a - np.array([0.10, 0.05, 0.20, 0.15, 0.12, 0.08])
+    r = paired_comparison(a, b)
+    assert r["n"] == 6 and r["wins"] == 6 and r["effect"] == 1.0
+    assert r["p"] == pytest.approx(0.03125)  # exact: 2 / 2**6
+    same = paired_comparison(a, a)
+    assert same["ties"] == 6 and np.isnan(same["p"])
+    assert paired_comparison(a, b.drop("a"))["n"] == 5  # paired by subject
+
+
+def test_benchmark_tables_say_n_and_name_the_best_baseline():
+    rows = []
+    rng = np.random.default_rng(0)
+    for s in range(1, 9):
+        for method, fam, acc in [("zero", "reference", 0.5), ("ours", "ours", 0.8), ("B1", "baseline", 0.6),
+                                 ("B2", "baseline", 0.4)]:
+            rows.append({"subject": s, "window": "2", "method": method, "family": fam,
+                         "accuracy": acc + rng.normal(0, 0.01)})
+    text = benchmark_markdown(pd.DataFrame(rows), reference="zero")
+    assert "best baseline = B1" in text and "(8)" in text
+    assert "| ours | ours | **" in text  # beats both, p = 2/2**8 < 0.05
+    assert "none |" in text  # nobody harmed
+
+
+def test_cca_detects_stimulation_frequencies_and_fits_a_rest_threshold():
+    sfreq, n_times = 128.0, 512
+    t = np.arange(n_times) / sfreq
+    rng = np.random.default_rng(0)
+    labels = np.array(["13", "17", "21", "rest"] * 6)
+    X = rng.standard_normal((len(labels), 4, n_times))
+    for i, lab in enumerate(labels):
+        if lab != "rest":
+            X[i, :2] += 0.6 * np.sin(2 * np.pi * float(lab) * t + rng.uniform(0, 6))
+    assert bl.ssvep_frequencies(["13", "17Hz", "rest", "7.5 hz"]) == {"13": 13.0, "17Hz": 17.0, "7.5 hz": 7.5}
+    cca = bl.CCADetector(sfreq=sfreq, max_freq=45).fit(X[:12], labels[:12])
+    assert np.isfinite(cca.threshold_)
+    assert (cca.predict(X[12:]) == labels[12:]).mean() >= 0.9
+    with pytest.raises(EEGTransferError, match="no stimulation frequency"):
+        bl.CCADetector().fit(X[:4], np.array(["left", "right", "left", "right"]))
+
+
+@pytest.mark.real
+def test_baselines_on_one_real_subject_are_above_chance(mne_data):
+    from eegtransfer.datasets import load_dataset
+
+    X, meta, recipe = load_dataset("Kalunga2016", [1, 2, 4])
+    y = meta["label"].astype(str).to_numpy()
+    t = (meta["subject"] == "1").to_numpy()
+    first, test = split_target(meta[t].reset_index(drop=True))
+    C = bl.covariances(bl.filter_bank(X, recipe.sfreq, [13.0, 17.0, 21.0]))
+    Ct, yt = C[t], y[t]
+    cca = bl.CCADetector(sfreq=recipe.sfreq, max_freq=recipe.h_freq).fit(X[t][first], yt[first])
+    # 32 test trials, 4 classes: 14 correct has p < 0.03 under chance. The CCA also checks the
+    # labels: MOABB once swapped 17 and 21 Hz in Kalunga2016.
+    assert (cca.predict(X[t][test]) == yt[test]).mean() >= 14 / 32
+    rct = bl.transfer_predict(C[~t], y[~t], meta["subject"][~t].to_numpy(), Ct[first], yt[first], Ct[test],
+                              rotate=False)
+    assert set(rct) == {"MDM", "TS+LR"} and all(len(p) == test.sum() for p in rct.values())
+    tslr = bl.within_subject_pipelines()["FB TS+LR"].fit(Ct[first], yt[first])
+    assert (tslr.predict(Ct[test]) == yt[test]).mean() >= 14 / 32
