@@ -575,18 +575,21 @@ def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
     try:
         write(tmp)
         _fsync_tree(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{token}")
-            os.rename(path, old)
         try:
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{token}")
+                os.rename(path, old)
             os.rename(tmp, path)
-        except OSError as err:
-            raise EEGTransferError(f"{path} could not be written: {err.strerror} "
-                                   "(did another process create it meanwhile?)") from None
+        except OSError as err:  # another process replaced or created it between our steps
+            raise EEGTransferError(f"{path} could not be written: {err.strerror} (is another process "
+                                   "writing it at the same time?)") from None
         _fsync_path(path.parent)
     except BaseException:
-        if old is not None and old.exists() and not path.exists():
-            os.rename(old, path)  # put the user's folder back
+        if old is not None and old.exists():
+            if path.exists():  # another writer's complete folder is in place: ours is not needed
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(old, path)  # put the user's folder back
             old = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
