@@ -31,6 +31,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -551,6 +552,14 @@ def recover_dir(path: str | Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def _put_back(old: Path, path: Path) -> None:
+    """After a failed replace: restore the user's folder, unless another writer's is now in place."""
+    try:
+        os.rename(old, path)
+    except OSError:  # path exists again: a complete folder of another writer
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
                      protect: list[Path | None] | None = None) -> None:
     """Create folder ``path`` by calling ``write(tmp)`` on a temporary sibling, then renaming.
@@ -565,7 +574,11 @@ def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
     path = Path(path).absolute()
     recover_dir(path)
     check_output_path(path, overwrite=overwrite, protect=protect)
-    if path.exists() and not path.is_dir():
+    try:  # one stat: another writer may move the folder between two calls
+        is_file = not stat.S_ISDIR(path.stat().st_mode)
+    except FileNotFoundError:
+        is_file = False
+    if is_file:
         raise EEGTransferError(f"{path} exists and is not a folder; refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     token = _token()
@@ -585,13 +598,10 @@ def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
                                    "writing it at the same time?)") from None
         _fsync_path(path.parent)
     except BaseException:
-        if old is not None and old.exists():
-            if path.exists():  # another writer's complete folder is in place: ours is not needed
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(old, path)  # put the user's folder back
-            old = None
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            _put_back(old, path)
+            old = None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

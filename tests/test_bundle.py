@@ -270,5 +270,5 @@ def test_writers_racing_for_one_folder_leave_one_whole_version(tmp_path):
     for t in threads:
         t.join()
     assert (target / "a.txt").read_text() == (target / "b.txt").read_text()
-    assert all("\n" not in e and "another process" in e for e in errors), errors
+    assert [e for e in errors if "\n" in e or "another process" not in e] == []
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
