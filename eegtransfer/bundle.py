@@ -7,7 +7,17 @@ Layout::
         weights.safetensors  # tensors only: opening it never runs code
 
 Bundles are written atomically (into a hidden temporary folder beside the
-target, then renamed) and never replace an existing folder unless asked.
+target, flushed to disk, then renamed) and never replace an existing folder
+unless asked. A writer killed half-way leaves either the complete old or the
+complete new bundle: the next read or write of that path restores or cleans
+up (see :func:`recover_dir`). Files and folders get the user's umask.
+
+``bundle.json`` carries a SHA-256 of each of its fields (``checksums``), the
+weights' among them, so an edit of the class order, channels, recipe or
+event codes is refused by name instead of silently relabelling predictions.
+These are checksums against accidental or careless edits, not signatures:
+whoever rewrites a field and its checksum together is not stopped.
+
 Reading ``bundle.json`` needs neither torch nor braindecode, so ``info`` is
 fast.
 """
@@ -18,9 +28,10 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
-import tempfile
-import time
+import socket
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +46,14 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("eegtransfer")
 
 FORMAT = "eegtransfer.bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.safetensors"
 ALIGN_KEY = "__eegtransfer__.align"
+CHECKSUMS_KEY = "checksums"
+# Fields outside the checksums: the format marker (checked on its own) and the checksums themselves.
+UNCHECKED = ("format", "format_version", CHECKSUMS_KEY)
+_WARNED_UNPROTECTED: set[str] = set()
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -64,6 +79,47 @@ def package_versions() -> dict[str, str]:
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
+
+
+def field_checksum(value: Any) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no whitespace) of one ``bundle.json`` value."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def meta_checksums(meta: dict[str, Any]) -> dict[str, str]:
+    """Per-field checksums of ``meta``: every top-level field but those in :data:`UNCHECKED`.
+
+    One digest per field (not one for all) so that a mismatch can name the field.
+    """
+    return {k: field_checksum(v) for k, v in meta.items() if k not in UNCHECKED}
+
+
+def check_checksums(meta: dict[str, Any], mfile: Path) -> None:
+    """Refuse metadata edited after writing, naming the first field whose checksum differs.
+
+    A format-1 bundle has no checksums: it loads, with one warning per path.
+    """
+    stored = meta.get(CHECKSUMS_KEY)
+    if meta.get("format_version") == 1 and stored is None:
+        if str(mfile) not in _WARNED_UNPROTECTED:
+            _WARNED_UNPROTECTED.add(str(mfile))
+            logger.warning("%s: format 1 bundle: its metadata (classes, channels, recipe) is not "
+                           "protected by checksums; save it again to protect it", mfile)
+        return
+    if not isinstance(stored, dict):
+        raise BundleError(f"{mfile}: the '{CHECKSUMS_KEY}' field is missing or not an object; "
+                          "refusing to load a bundle whose metadata cannot be checked")
+    for key in [k for k in meta if k not in UNCHECKED] + sorted(set(stored) - set(meta)):
+        if key not in stored:
+            raise BundleError(f"{mfile}: field '{key}' was added after the bundle was written "
+                              "(it has no checksum); refusing to load")
+        if key not in meta:
+            raise BundleError(f"{mfile}: field '{key}' was removed after the bundle was written; "
+                              "refusing to load")
+        if field_checksum(meta[key]) != stored[key]:
+            raise BundleError(f"{mfile}: field '{key}' was changed after the bundle was written "
+                              "(its checksum does not match); refusing to load")
 
 
 class Bundle:
@@ -214,13 +270,15 @@ class Bundle:
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False,
-             protect: list[str | Path] | None = None) -> Path:
+             protect: list[str | Path] | None = None,
+             extra_files: dict[str, str] | None = None) -> Path:
         """Write the bundle folder atomically; refuse to replace one unless ``overwrite``.
 
         ``protect`` lists folders (input bundles) that the output may not be,
-        contain or sit inside.
+        contain or sit inside. ``extra_files`` (name to text) are written into
+        the folder in the same atomic step (the cache's specification).
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import save as save_tensors
 
         path = Path(path)
         meta = self.to_meta()
@@ -231,9 +289,15 @@ class Bundle:
                 import torch
 
                 tensors[ALIGN_KEY] = torch.as_tensor(self.align)
-            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+            # Bytes written by us (open() applies the umask); safetensors' save_file makes 0o600 files.
+            (tmp / WEIGHTS_FILE).write_bytes(save_tensors(tensors, metadata={"format": FORMAT}))
             meta["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)}
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False))
+            # Checksums of the values as they will be read back (tuples become lists).
+            full = _jsonable(meta)
+            full[CHECKSUMS_KEY] = meta_checksums(full)
+            (tmp / META_FILE).write_text(json.dumps(full, indent=2, sort_keys=False))
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text)
 
         write_dir_atomic(path, write, overwrite=overwrite, protect=[Path(p) for p in protect or []])
         self.path = path
@@ -298,6 +362,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     mfile = path / META_FILE
+    recover_dir(path)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
     if not mfile.is_file():
@@ -337,6 +402,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         problems.append(f"recipe: {err}")
     if problems:
         raise BundleError(f"{mfile}: inconsistent bundle: " + "; ".join(problems))
+    check_checksums(meta, mfile)
     return meta
 
 
@@ -403,46 +469,162 @@ def check_output_path(path: str | Path, *, overwrite: bool = False,
         raise EEGTransferError(f"{what} {path} already exists; pass --overwrite (overwrite=True) to replace it")
 
 
+def _token() -> str:
+    """``host-pid-random``: names a writer's temporary siblings so a later run can tell if it died."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _writer_is_dead(token: str) -> bool:
+    """Whether the writer named by ``token`` is a process of this host that no longer runs.
+
+    A writer on another host (a shared folder) cannot be judged: it counts as alive.
+    """
+    host, _, rest = token.rpartition("-")[0].rpartition("-")
+    try:
+        pid = int(rest)
+    except ValueError:
+        return False
+    if host != _token().rsplit("-", 2)[0] or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file or folder to disk (folders: their entries; not possible on Windows)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # pragma: no cover - Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            _fsync_path(Path(dirpath) / name)
+        _fsync_path(Path(dirpath))
+
+
+def recover_dir(path: str | Path) -> None:
+    """Undo what a killed writer of ``path`` left: restore the old folder, remove its temporaries.
+
+    A writer renames the old ``path`` aside (``.NAME.old-TOKEN``) just before
+    renaming its complete new folder into place. Killed between the two, it
+    leaves no ``path``: the old folder is put back (the write never happened).
+    Temporaries of writers that are dead (same host, pid gone) are removed;
+    those of live writers, or of other hosts, are left alone.
+    """
+    path = Path(path).absolute()
+    prefix = f".{path.name}."
+    try:
+        siblings = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    dead = []
+    for p in siblings:
+        kind, _, token = p.name[len(prefix):].partition("-")
+        if kind in ("tmp", "old") and _writer_is_dead(token):
+            dead.append((kind, p))
+    olds = sorted((p for kind, p in dead if kind == "old"), key=lambda p: p.stat().st_mtime)
+    if olds and not path.exists():
+        try:
+            os.rename(olds[-1], path)
+            logger.warning("%s: restored the previous version after an interrupted write", path)
+        except OSError:  # another process restored it first
+            pass
+    for _, p in dead:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink(missing_ok=True)
+
+
+def _put_back(old: Path, path: Path) -> None:
+    """After a failed replace: restore the user's folder, unless another writer's is now in place."""
+    try:
+        os.rename(old, path)
+    except OSError:  # path exists again: a complete folder of another writer
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
                      protect: list[Path | None] | None = None) -> None:
     """Create folder ``path`` by calling ``write(tmp)`` on a temporary sibling, then renaming.
 
-    Nothing is left behind if ``write`` fails. An existing ``path`` is only
-    replaced when ``overwrite`` is true, and never when it contains or is
-    one of the ``protect`` folders (the bundle being read).
+    The new folder is flushed to disk before it is renamed into place, so a
+    crash leaves the complete old or the complete new folder (see
+    :func:`recover_dir`). Nothing is left behind if ``write`` fails. An
+    existing ``path`` is only replaced when ``overwrite`` is true, and never
+    when it contains or is one of the ``protect`` folders (the bundle being
+    read). The folder and files get the user's umask (a colleague may read them).
     """
     path = Path(path).absolute()
+    recover_dir(path)
     check_output_path(path, overwrite=overwrite, protect=protect)
-    if path.exists() and not path.is_dir():
+    try:  # one stat: another writer may move the folder between two calls
+        is_file = not stat.S_ISDIR(path.stat().st_mode)
+    except FileNotFoundError:
+        is_file = False
+    if is_file:
         raise EEGTransferError(f"{path} exists and is not a folder; refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    token = _token()
+    tmp = path.with_name(f".{path.name}.tmp-{token}")
+    tmp.mkdir(mode=0o777)  # 0o777 & ~umask, where mkdtemp would give 0o700
+    old = None
     try:
         write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}-{int(time.time())}")
-            os.rename(path, old)
+        _fsync_tree(tmp)
+        try:
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{token}")
+                os.rename(path, old)
             os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        except OSError as err:  # another process replaced or created it between our steps
+            raise EEGTransferError(f"{path} could not be written: {err.strerror} (is another process "
+                                   "writing it at the same time?)") from None
+        _fsync_path(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            _put_back(old, path)
+            old = None
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_file_atomic(path: str | Path, data: str | bytes, *, overwrite: bool = True) -> Path:
-    """Write a file via a temporary sibling and ``os.replace``."""
+    """Write a file via a flushed temporary sibling and ``os.replace``, with the user's umask."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise EEGTransferError(f"{path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    recover_dir(path)
+    tmp = path.with_name(f".{path.name}.tmp-{_token()}")
+    # os.open with 0o666 applies the umask; mkstemp would give 0o600.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_path(path.parent)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path

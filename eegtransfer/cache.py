@@ -11,18 +11,26 @@ model depends on:
   MOABB fold the estimator only sees arrays);
 * the :class:`~eegtransfer.preprocessing.Recipe`, the model name and keyword
   arguments, the training hyper-parameters and the seed;
-* the eegtransfer version.
+* the eegtransfer, torch and braindecode versions and the device type
+  (CUDA trains in bf16 autocast: not the same weights as the CPU).
 
 The key is the SHA-256 of a canonical JSON of these (sorted keys, no
 whitespace), so equal specifications give equal keys in any process.
 
 The cache folder is ``cache_dir`` when given, else ``$EEGTRANSFER_CACHE``, else
 ``~/.cache/eegtransfer``. Entries live in ``<cache>/pretrain/<key>/``.
+Entries are published whole, by renaming a complete folder into place.
 Reading an entry goes through :meth:`Bundle.load`, which verifies the weights'
-SHA-256: a corrupt or half-written entry is logged, removed and trained again.
-Two processes (or threads) that want the same missing entry serialise on an
-exclusive ``fcntl.flock`` of ``<cache>/pretrain/<key>.lock``: the second one
-waits, then finds the entry the first one wrote.
+and metadata's SHA-256: an entry that fails that check (altered, truncated,
+unparsable) is logged, removed and trained again. Any other error (a broken
+install, a full disk) is raised and the entry kept.
+
+Two processes (or threads) that want the same missing entry serialise on the
+lock file ``<cache>/pretrain/<key>.lock``, created with ``O_EXCL`` and holding
+the holder's pid, host and start time (see :func:`file_lock`): unlike
+``flock``, this also excludes processes on other hosts of a network file
+system (Dask workers). The second one waits, then finds the entry the first
+one wrote.
 """
 
 from __future__ import annotations
@@ -31,8 +39,11 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,8 +61,13 @@ logger = logging.getLogger("eegtransfer")
 ENV_VAR = "EEGTRANSFER_CACHE"
 SPEC_FILE = "cache_spec.json"
 
-# flock excludes other processes; threads of one process share the lock file's
-# owner, so they also take a per-key in-process lock.
+# A lock whose holder is on another host and has not refreshed it for this long is stale.
+LOCK_STALE_SECONDS = 600.0
+# How often a holder refreshes its lock file's mtime (well under LOCK_STALE_SECONDS).
+LOCK_HEARTBEAT_SECONDS = 30.0
+
+# The lock file excludes other processes; threads of one process also take a
+# per-key in-process lock, so that they wait without polling.
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
@@ -117,6 +133,7 @@ def pretrain_spec(
     hyperparameters: dict[str, Any],
     seed: int,
     classes: list[str] | None = None,
+    device_type: str | None = None,
 ) -> dict[str, Any]:
     """The specification of one population model (everything its weights depend on).
 
@@ -133,9 +150,13 @@ def pretrain_spec(
     seed : int
     classes : list of str | None
         Output order of the model.
+    device_type : str | None
+        ``"cpu"``, ``"cuda"`` or ``"mps"``: where it trains (not which GPU).
     """
     from . import __version__
+    from .bundle import package_versions
 
+    versions = package_versions()
     return {
         "kind": "pretrain",
         "data": data,
@@ -146,31 +167,136 @@ def pretrain_spec(
         "seed": int(seed),
         "classes": None if classes is None else [str(c) for c in classes],
         "eegtransfer_version": __version__,
+        "torch_version": versions["torch"],
+        "braindecode_version": versions["braindecode"],
+        "device_type": device_type,
     }
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if needed) for the block.
+def _read_lock(path: Path) -> tuple[dict[str, Any], float] | None:
+    """The holder record of a lock file and its age in seconds; ``None`` when there is no lock."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:  # a holder between creating and writing it
+        info = {}
+    return (info if isinstance(info, dict) else {}), age
 
-    Uses ``fcntl.flock`` across processes, and a per-path lock across the
-    threads of this process. Without ``fcntl`` (Windows) only the latter.
+
+def _lock_is_stale(info: dict[str, Any], age: float, stale_after: float) -> bool:
+    """A holder on this host whose pid is gone, or a lock not refreshed for ``stale_after`` s."""
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # EPERM: the process exists
+            pass
+    return age > stale_after
+
+
+def _try_lock(path: Path, record: dict[str, Any]) -> bool:
+    """Create the lock file with ``O_EXCL`` (atomic, also on NFS v3+); ``False`` if it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(record))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def _heartbeat(path: Path, record_id: str, stop: threading.Event, every: float) -> None:
+    """Refresh the lock's mtime while it is held, so a long training never looks stale."""
+    while not stop.wait(every):
+        held = _read_lock(path)
+        if held is None or held[0].get("id") != record_id:
+            return
+        try:
+            os.utime(path)
+        except OSError:
+            return
+
+
+def _acquire(path: Path, record: dict[str, Any], timeout: float | None, stale_after: float,
+             poll: float) -> None:
+    t0 = time.monotonic()
+    while not _try_lock(path, record):
+        held = _read_lock(path)
+        if held is None:
+            continue  # released meanwhile
+        info, age = held
+        if _lock_is_stale(info, age, stale_after):
+            # Rename, then delete: of two waiters that judged it stale, one renames it.
+            broken = path.with_name(f"{path.name}.stale-{record['id']}")
+            try:
+                os.rename(path, broken)
+                broken.unlink()
+                logger.warning("%s: removed a stale lock (pid %s on %s, %.0f s old)", path,
+                               info.get("pid"), info.get("host"), age)
+            except OSError:
+                pass
+            continue
+        if timeout is not None and time.monotonic() - t0 > timeout:
+            raise EEGTransferError(
+                f"{path}: still locked after {timeout:g} s by pid {info.get('pid')} on "
+                f"{info.get('host')} (since {info.get('time')}); if that process is gone, delete the file")
+        time.sleep(poll)
+
+
+@contextmanager
+def file_lock(path: Path, *, timeout: float | None = None, stale_after: float = LOCK_STALE_SECONDS,
+              poll: float = 0.2, heartbeat: float = LOCK_HEARTBEAT_SECONDS) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block, across threads, processes and hosts.
+
+    The lock is the file itself, created with ``O_EXCL`` and holding the
+    holder's pid, host and start time (``flock`` does not exclude other hosts
+    on many network file systems). A lock is stale, and broken, when its
+    holder is a dead process of this host, or when it was not refreshed for
+    ``stale_after`` seconds (the holder refreshes it every ``heartbeat`` s).
+
+    Parameters
+    ----------
+    path : Path
+    timeout : float | None
+        Give up after this many seconds with an error naming the holder
+        (``None``: wait as long as it takes).
+    stale_after, poll, heartbeat : float
+        Seconds; see above.
+
+    Raises
+    ------
+    EEGTransferError
+        On ``timeout``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with _THREAD_LOCKS_GUARD:
         tlock = _THREAD_LOCKS.setdefault(str(path.absolute()), threading.Lock())
-    with tlock:
+    if not tlock.acquire(timeout=-1 if timeout is None else timeout):
+        raise EEGTransferError(f"{path}: still locked by another thread after {timeout:g} s")
+    try:
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "id": secrets.token_hex(8)}
+        _acquire(path, record, timeout, stale_after, poll)
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(path, record["id"], stop, heartbeat), daemon=True)
+        beat.start()
         try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
             yield
-            return
-        with open(path, "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        finally:
+            stop.set()
+            beat.join()
+            held = _read_lock(path)
+            if held is not None and held[0].get("id") == record["id"]:
+                path.unlink(missing_ok=True)
+    finally:
+        tlock.release()
 
 
 class PretrainCache:
@@ -216,20 +342,37 @@ class PretrainCache:
                       if p.is_dir() and not p.name.startswith(".") and (p / "bundle.json").exists())
 
     def get(self, key: str) -> Bundle | None:
-        """The entry ``key``, or ``None`` when absent; an unreadable entry is removed."""
+        """The entry ``key``, or ``None`` when absent or when it failed its integrity check.
+
+        Only a proven integrity failure (:class:`~eegtransfer.errors.BundleError`:
+        a checksum mismatch, a missing, truncated or unparsable file) removes
+        the entry. Any other error, e.g. a broken torch install, is raised and
+        the entry kept: wiping a whole cache for it would cost days of training.
+        """
         from .bundle import Bundle
+        from .errors import BundleError
 
         path = self.path(key)
         if not path.exists():
             return None
         try:
             return Bundle.load(path)
-        except Exception as err:  # corrupt, truncated or half-written: rebuild it
-            logger.warning("pretrain cache entry %s is unreadable (%s); removing it to rebuild",
-                           path, err)
-            shutil.rmtree(path, ignore_errors=True)
+        except BundleError as err:
+            logger.warning("pretrain cache entry %s failed its integrity check (%s); removing it to "
+                           "rebuild", path, err)
+            self._remove(path)
             self.rebuilt += 1
             return None
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        """Take an entry out of sight in one rename, then delete it."""
+        trash = path.with_name(f".{path.name}.trash-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
     def get_or_train(self, spec: dict[str, Any], train: Callable[[], Bundle]) -> tuple[Bundle, bool]:
         """Return the cached bundle for ``spec``, training and storing it if needed.
@@ -261,15 +404,16 @@ class PretrainCache:
             logger.info("pretrain cache miss: training %s", path)
             bundle = train()
             bundle.provenance["cache_key"] = key
-            bundle.save(path, overwrite=True)
-            (path / SPEC_FILE).write_text(json.dumps(json.loads(canonical_json(spec)), indent=2))
+            # The specification goes in with the bundle: the entry appears whole, in one rename.
+            bundle.save(path, overwrite=True,
+                        extra_files={SPEC_FILE: json.dumps(json.loads(canonical_json(spec)), indent=2)})
             return bundle, False
 
     def clear(self) -> int:
         """Remove every entry; return how many were removed."""
         keys = self.keys()
         for key in keys:
-            shutil.rmtree(self.path(key), ignore_errors=True)
+            self._remove(self.path(key))
         return len(keys)
 
 
@@ -307,16 +451,18 @@ def cached_pretrain(
     bundle : Bundle
     hit : bool
     """
+    from .engine import resolve_device
     from .pretrain import pretrain
 
     not_in_key = {"device", "progress", "provenance", "checkpoint"}
+    device_type = resolve_device(kwargs.get("device", "auto")).type
     if data is None:
         subjects = None if meta is None else np.asarray(meta["subject"]).astype(str)
         data = {"sha256": data_fingerprint(np.asarray(X, np.float32), np.asarray(labels).astype(str),
                                            subjects)}
     spec = pretrain_spec(data=data, recipe=recipe, model=model, model_kwargs=model_kwargs,
                          hyperparameters={k: v for k, v in sorted(kwargs.items()) if k not in not_in_key},
-                         seed=seed, classes=classes)
+                         seed=seed, classes=classes, device_type=device_type)
 
     def train() -> Bundle:
         return pretrain(X, labels, meta, recipe, model=model, model_kwargs=model_kwargs, seed=seed,
@@ -341,6 +487,7 @@ def cached_pretrain_on_dataset(
     :func:`eegtransfer.pretrain.pretrain_on_dataset` for the parameters.
     """
     from .datasets import dataset_name, default_recipe, get_dataset, load_dataset
+    from .engine import resolve_device
     from .pretrain import pretrain
 
     if isinstance(dataset, str):
@@ -354,7 +501,8 @@ def cached_pretrain_on_dataset(
     spec = pretrain_spec(data=data, recipe=recipe, model=model, model_kwargs=kwargs.get("model_kwargs"),
                          hyperparameters={k: v for k, v in sorted(kwargs.items())
                                           if k not in not_in_key | {"model_kwargs"}},
-                         seed=seed, classes=kwargs.get("classes"))
+                         seed=seed, classes=kwargs.get("classes"),
+                         device_type=resolve_device(kwargs.get("device", "auto")).type)
 
     def train() -> Bundle:
         X, meta, rec = load_dataset(dataset, subjects, recipe)

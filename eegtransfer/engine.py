@@ -10,6 +10,9 @@ a seed gives bit-identical weights on the CPU.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import os
 import time
@@ -253,6 +256,7 @@ def train(
     checkpoint: str | Path | None = None,
     data_on_device: bool | None = None,
     autotune: bool = False,
+    fingerprint_extra: dict[str, Any] | None = None,
 ) -> History:
     """Train ``model`` in place with cross-entropy, keeping the best epoch.
 
@@ -284,7 +288,10 @@ def train(
         that finds it resumes after the last saved epoch: an interrupted run
         resumed with the same arguments ends with the same weights as an
         uninterrupted one. A checkpoint written by a different run (other
-        model, data size or hyper-parameters) raises an error.
+        model, hyper-parameters, training or validation data, or
+        ``fingerprint_extra``) raises an error that names what differs. It is
+        written atomically (flushed, then renamed): a crash never leaves a
+        half-written checkpoint.
     data_on_device : bool | None
         CUDA only: keep the data on the GPU (``True``) or in pinned host
         memory with batches copied asynchronously (``False``). ``None``
@@ -294,6 +301,9 @@ def train(
         (``cudnn.benchmark``) for this run. It pays for many large batches of
         one shape (pretraining) and costs seconds on a few small ones
         (adaptation), so it is off by default and restored afterwards.
+    fingerprint_extra : dict | None
+        JSON-able settings that the checkpoint must match besides the data and
+        hyper-parameters (pretraining passes alignment, subjects, classes).
 
     Returns
     -------
@@ -308,7 +318,7 @@ def train(
         return _train(model, X, y, X_val=X_val, y_val=y_val, trainable=trainable, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
                       device=device, seed=seed, progress=progress, desc=desc, checkpoint=checkpoint,
-                      data_on_device=data_on_device)
+                      data_on_device=data_on_device, fingerprint_extra=fingerprint_extra)
     finally:
         torch.backends.cudnn.benchmark = previous
 
@@ -316,7 +326,7 @@ def train(
 def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainable: list[str] | None,
            epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None,
            device: torch.device, seed: int, progress: bool, desc: str, checkpoint: str | Path | None,
-           data_on_device: bool | None) -> History:
+           data_on_device: bool | None, fingerprint_extra: dict[str, Any] | None) -> History:
     t0 = time.perf_counter()
     configure_threads()
     cuda = device.type == "cuda"
@@ -349,27 +359,19 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
     hist = History()
     best_loss, best_state, bad, start = float("inf"), None, 0, 0
     ckpt = Path(checkpoint) if checkpoint else None
-    fingerprint = {
-        "params": [[k, list(p.shape)] for k, p in model.named_parameters()],
-        "trainable": sorted(train_set), "n_train": n, "n_val": len(y_val) if has_val else 0,
-        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
-    }
+    fingerprint = None
+    if ckpt is not None:
+        fingerprint = {
+            "params": [[k, list(p.shape)] for k, p in model.named_parameters()],
+            "trainable": sorted(train_set), "n_train": n, "n_val": len(y_val) if has_val else 0,
+            "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+            "data": {"train": data_digest(X, y),
+                     "val": data_digest(X_val, y_val) if has_val else None},
+            "extra": json.loads(json.dumps(fingerprint_extra or {}, sort_keys=True, default=str)),
+        }
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") != fingerprint:
-            raise EEGTransferError(
-                f"checkpoint {ckpt} was written by a different training run (model, data size or "
-                "settings differ); delete it or give another checkpoint path")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if state["best"] is not None:
-            best_state = {k: v.to(device) for k, v in state["best"].items()}
-        best_loss, bad, start = state["best_loss"], state["bad"], state["epoch"] + 1
-        hist = History(**{**state["history"], "seconds": 0.0})
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["rng"])
-        if cuda and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        resumed = _load_checkpoint(ckpt, fingerprint, model, opt, gen, device)
+        best_state, best_loss, bad, start, hist = resumed
         logger.info("%s: resumed from %s at epoch %d", desc, ckpt, start)
         if hist.stopped_early:
             start = epochs  # it had already stopped: nothing left to train
@@ -440,6 +442,88 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
     return hist
 
 
+def data_digest(X: Any, y: Any, *, full_below: int = 1 << 26, n_blocks: int = 1024,
+                block: int = 1 << 16) -> str:
+    """A cheap, stable SHA-256 of trials and labels: shapes, dtypes and (a strided sample of) bytes.
+
+    ``X`` is digested as float32 and ``y`` as int64, whatever they came as.
+    Up to ``full_below`` bytes are hashed whole; beyond, ``n_blocks`` blocks
+    of ``block`` bytes evenly spread over the array (a checkpoint of a
+    multi-gigabyte population must not cost a full read at every start).
+    """
+    h = hashlib.sha256()
+    for a, dtype in ((X, np.float32), (y, np.int64)):
+        if isinstance(a, torch.Tensor):
+            a = a.detach().cpu().numpy()
+        a = np.ascontiguousarray(np.asarray(a, dtype=dtype))
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        raw = a.reshape(-1).view(np.uint8)
+        if raw.size <= full_below:
+            h.update(raw.data)
+            continue
+        step = (raw.size - block) // (n_blocks - 1)
+        for i in range(n_blocks):
+            h.update(raw[i * step:i * step + block].data)
+    return h.hexdigest()
+
+
+_FINGERPRINT_NAMES = {"params": "the model's parameters", "trainable": "the trainable parameters",
+                      "data.train": "the training data (X, y)", "data.val": "the validation data"}
+
+
+def _fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, by name, with values where they are short."""
+    def flat(fp: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in fp.items():
+            if k == "data" and isinstance(v, dict):
+                out.update({f"data.{kk}": vv for kk, vv in v.items()})
+            elif k == "extra" and isinstance(v, dict):  # the caller's settings, by their own names
+                out.update(v)
+            else:
+                out[k] = v
+        return out
+
+    a, b = flat(old), flat(new)
+    diffs = []
+    for k in sorted(set(a) | set(b), key=lambda k: (k in _FINGERPRINT_NAMES, k)):
+        if a.get(k, "<absent>") == b.get(k, "<absent>"):
+            continue
+        if k in _FINGERPRINT_NAMES:
+            diffs.append(_FINGERPRINT_NAMES[k])
+        else:
+            was, now = repr(a.get(k, "<absent>")), repr(b.get(k, "<absent>"))
+            short = len(was) + len(now) < 120
+            diffs.append(f"{k} (checkpoint {was}, now {now})" if short else k)
+    return diffs
+
+
+def _load_checkpoint(ckpt: Path, fingerprint: dict[str, Any], model: nn.Module,
+                     opt: torch.optim.Optimizer, gen: torch.Generator, device: torch.device
+                     ) -> tuple[Any, float, int, int, History]:
+    """Restore a run from ``ckpt`` after checking it is this run; the loop's state."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise EEGTransferError(f"checkpoint {ckpt} is unreadable ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0][:100]}); delete it or give another path") from None
+    old = state.get("fingerprint") if isinstance(state, dict) else None
+    if old != fingerprint:
+        diffs = _fingerprint_diff(old or {}, fingerprint)
+        raise EEGTransferError(
+            f"checkpoint {ckpt} was written by a different training run ({'; '.join(diffs)} differ); "
+            "delete it or give another checkpoint path")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    best = None if state["best"] is None else {k: v.to(device) for k, v in state["best"].items()}
+    hist = History(**{**state["history"], "seconds": 0.0})
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return best, state["best_loss"], state["bad"], state["epoch"] + 1, hist
+
+
 def _copy_state(model: nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """Copy the model's state into ``into`` in place (allocated once), on the model's device."""
     state = model.state_dict()
@@ -454,16 +538,18 @@ def _copy_state(model: nn.Module, into: dict[str, torch.Tensor] | None) -> dict[
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, best: Any,
                      best_loss: float, bad: int, epoch: int, hist: History,
                      gen: torch.Generator, fingerprint: dict[str, Any], device: torch.device) -> None:
-    """Write the training state atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write the training state atomically (a flushed temporary file, then a rename)."""
+    from .bundle import write_file_atomic
+
+    buf = io.BytesIO()
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "best": best,
                 "best_loss": best_loss, "bad": bad, "epoch": epoch,
                 "history": {"epochs": hist.epochs, "best_epoch": hist.best_epoch,
                             "stopped_early": hist.stopped_early},
                 "gen": gen.get_state(), "rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
-                "fingerprint": fingerprint}, tmp)
-    os.replace(tmp, path)
+                "fingerprint": fingerprint}, buf)
+    write_file_atomic(path, buf.getvalue())
 
 
 def predict_logits(model: nn.Module, X: np.ndarray | torch.Tensor, *,

@@ -41,6 +41,18 @@ def split_by_subject(subjects: np.ndarray, *, val_fraction: float = 0.2,
     return ~val, val
 
 
+def _resume_settings(model: str, model_kwargs: dict[str, Any] | None, classes: list[str], align: bool,
+                     subjects: np.ndarray, val: np.ndarray, val_fraction: float) -> dict[str, Any]:
+    """What a checkpoint must match besides the data: a resumed run is refused when any differs.
+
+    The data digest alone would catch most of these, but not name them.
+    """
+    return {"model": model, "model_kwargs": dict(model_kwargs or {}), "classes": list(classes),
+            "align": bool(align), "subjects": sorted(np.unique(subjects).tolist()),
+            "validation_subjects": sorted(np.unique(subjects[val]).tolist()),
+            "val_fraction": float(val_fraction)}
+
+
 def pretrain(
     X: np.ndarray,
     labels: np.ndarray,
@@ -85,6 +97,10 @@ def pretrain(
     device : {"auto", "cpu", "cuda", "mps"}
     seed : int
         Seeds initialisation, dropout, batch order and the subject split.
+    checkpoint : path | None
+        Resume an interrupted run from this file (see :func:`eegtransfer.engine.train`).
+        A checkpoint of other data, subjects, alignment, classes or settings
+        is refused with an error naming what differs.
 
     Returns
     -------
@@ -126,7 +142,9 @@ def pretrain(
     hist = train(net, X[tr], y[tr], X_val=X[va] if va.any() else None,
                  y_val=y[va] if va.any() else None, epochs=epochs, batch_size=batch_size,
                  lr=lr, weight_decay=weight_decay, patience=patience, device=dev, seed=seed,
-                 progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint, autotune=True)
+                 progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint, autotune=True,
+                 fingerprint_extra=_resume_settings(model, model_kwargs, classes, align, subjects, va,
+                                                    val_fraction))
     seconds = time.perf_counter() - t0
     best = hist.epochs[hist.best_epoch - hist.epochs[0]["epoch"]] if hist.epochs else {}
     prov = {

@@ -132,3 +132,104 @@ def test_keys_and_folder(tmp_path, monkeypatch, fake_recipe):
     assert default_cache_dir().parts[-2:] == (".cache", "eegtransfer")
     with pytest.raises(ValueError, match="hex"):
         PretrainCache(tmp_path).path("../escape")
+
+
+# --- only proven corruption deletes; entries appear whole; a lock that needs no flock ---
+
+def test_an_error_that_is_not_corruption_keeps_the_entry(fake_trials, tmp_path, monkeypatch):
+    import eegtransfer.bundle as bundle_mod
+
+    X, y, meta, recipe = _small(fake_trials)
+    a, _ = cached_pretrain(X, y, meta, recipe, cache_dir=tmp_path, epochs=1, device="cpu")
+    key = a.provenance["cache_key"]
+
+    def broken_install(*args, **kwargs):
+        raise ImportError("libtorchaudio.so: cannot open shared object file")
+
+    monkeypatch.setattr(bundle_mod.Bundle, "load", classmethod(broken_install))
+    cache = PretrainCache(tmp_path)
+    with pytest.raises(ImportError, match="libtorchaudio"):
+        cache.get(key)
+    assert cache.keys() == [key] and cache.rebuilt == 0
+
+
+def test_entry_is_published_whole_with_its_spec_and_versions(fake_trials, tmp_path, monkeypatch):
+    import json
+    import os
+
+    import eegtransfer.bundle as bundle_mod
+
+    X, y, meta, recipe = _small(fake_trials)
+    seen = []
+    real_rename = os.rename
+
+    def rename(src, dst):  # what the entry folder holds at the moment it appears
+        if str(dst).endswith(tuple("0123456789abcdef")) and "pretrain" in str(dst):
+            seen.append(sorted(p.name for p in os.scandir(src)))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(bundle_mod.os, "rename", rename)
+    a, _ = cached_pretrain(X, y, meta, recipe, cache_dir=tmp_path, epochs=1, device="cpu")
+    assert seen == [["bundle.json", "cache_spec.json", "weights.safetensors"]]
+    spec = json.loads((tmp_path / "pretrain" / a.provenance["cache_key"] / "cache_spec.json").read_text())
+    assert spec["device_type"] == "cpu" and spec["torch_version"] and spec["braindecode_version"]
+
+
+def _lock_holder_code(lock, *, no_flock):
+    patch = "import fcntl; fcntl.flock = lambda *a: None\n" if no_flock else ""
+    return patch + textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from eegtransfer.cache import file_lock
+        with file_lock(Path({str(lock)!r})):
+            print("locked", flush=True)
+            time.sleep(1.5)
+        """)
+
+
+def test_lock_holds_where_flock_does_nothing(tmp_path, monkeypatch):
+    """A network file system where flock is a no-op (or local only): the lock file still excludes."""
+    import fcntl
+
+    monkeypatch.setattr(fcntl, "flock", lambda *a: None)
+    lock = tmp_path / "entry.lock"
+    holder = subprocess.Popen([sys.executable, "-c", _lock_holder_code(lock, no_flock=True)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.perf_counter()
+        with file_lock(lock):
+            waited = time.perf_counter() - t0
+    finally:
+        holder.wait(timeout=30)
+    assert waited > 0.8, waited
+    assert not lock.exists()  # released
+
+
+def test_lock_names_its_holder_and_stale_locks_are_broken(tmp_path):
+    import json
+    import os
+    import socket
+
+    lock = tmp_path / "entry.lock"
+    with file_lock(lock):
+        held = json.loads(lock.read_text())
+        assert held["pid"] == os.getpid() and held["host"] == socket.gethostname() and held["time"]
+    # a holder on another host that is still refreshing its lock: wait, then a one-line error
+    lock.write_text(json.dumps({"pid": 1, "host": "worker-7", "time": "2026-01-01T00:00:00"}))
+    with pytest.raises(ValueError, match=r"entry.lock: still locked after 0.3 s by pid 1 on worker-7"):
+        with file_lock(lock, timeout=0.3):
+            pass
+    # ... not refreshed for longer than stale_after: broken
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with file_lock(lock, timeout=5, stale_after=600):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    # a dead process of this host: broken at once, whatever its age
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    lock.write_text(json.dumps({"pid": int(dead), "host": socket.gethostname(), "time": "now"}))
+    t0 = time.perf_counter()
+    with file_lock(lock, timeout=5):
+        pass
+    assert time.perf_counter() - t0 < 2 and not lock.exists()

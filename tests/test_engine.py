@@ -249,3 +249,61 @@ def test_plain_cuda_name_keeps_device_data_on_the_device():
     hist = engine.train(m, Xt, y, epochs=2, batch_size=16, patience=None, device="cuda")
     assert len(hist.epochs) == 2 and engine.model_device(m).type == "cuda"
     assert engine.predict_logits(m, X).shape == (40, N_CLASSES)
+
+
+# --- checkpoints are tied to their data and settings --------------------------------
+
+def test_checkpoint_of_other_data_or_settings_is_refused_by_name(tmp_path):
+    X, y = _data(32)
+    ckpt = tmp_path / "run.ckpt"
+    kw = dict(epochs=2, batch_size=16, patience=None, checkpoint=ckpt)
+    engine.train(_model(), X, y, fingerprint_extra={"align": False, "subjects": ["1", "2"]}, **kw)
+    other, _ = _data(32, seed=9)  # another subject set of the same size
+    with pytest.raises(EEGTransferError, match=r"different training run \(the training data \(X, y\) differ"):
+        engine.train(_model(), other, y, fingerprint_extra={"align": False, "subjects": ["1", "2"]}, **kw)
+    Xv, yv = _data(8, seed=3)
+    with pytest.raises(EEGTransferError, match="the validation data differ"):
+        engine.train(_model(), X, y, X_val=Xv, y_val=yv,
+                     fingerprint_extra={"align": False, "subjects": ["1", "2"]}, **kw)
+    with pytest.raises(EEGTransferError, match=r"align \(checkpoint False, now True\)"):
+        engine.train(_model(), X, y, fingerprint_extra={"align": True, "subjects": ["1", "2"]}, **kw)
+    # the same run resumes (here: nothing left to do)
+    h = engine.train(_model(), X, y, fingerprint_extra={"subjects": ["1", "2"], "align": False}, **kw)
+    assert [e["epoch"] for e in h.epochs] == [0, 1]
+
+
+def test_data_digest_is_stable_and_samples_large_arrays():
+    X, y = _data(16)
+    assert engine.data_digest(X, y) == engine.data_digest(torch.as_tensor(X), list(y))
+    assert engine.data_digest(X, y) != engine.data_digest(X[::-1].copy(), y)
+    big = np.zeros((64, 64, 1024), np.float32)  # 16 MiB: sampled when full_below is small
+    d0 = engine.data_digest(big, np.zeros(64), full_below=1 << 20)
+    big[0, 0, 0] = 1.0  # the first block is always in the sample
+    assert engine.data_digest(big, np.zeros(64), full_below=1 << 20) != d0
+
+
+def test_unreadable_checkpoint_is_a_one_line_error(tmp_path):
+    X, y = _data(16)
+    ckpt = tmp_path / "run.ckpt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(EEGTransferError, match="checkpoint .*run.ckpt is unreadable") as err:
+        engine.train(_model(), X, y, epochs=1, checkpoint=ckpt)
+    assert "\n" not in str(err.value)
+    assert ckpt.read_bytes() == b"not a checkpoint"  # the user's file is left alone
+
+
+def test_pretrain_checkpoint_remembers_alignment_and_subjects(fake_trials, tmp_path):
+    from eegtransfer.pretrain import pretrain
+
+    X, meta, recipe = fake_trials
+    one_run = (meta["run"] == meta["run"].iloc[0]).to_numpy()
+    X, meta = X[one_run], meta[one_run].reset_index(drop=True)
+    first, other = meta["subject"].isin(["1", "2", "3"]).to_numpy(), meta["subject"].isin(["2", "3", "4"]).to_numpy()
+    assert first.sum() == other.sum()  # same size: the old fingerprint could not tell them apart
+    ckpt = tmp_path / "pop.ckpt"
+    kw = dict(model="EEGNet", epochs=1, device="cpu", seed=0, checkpoint=str(ckpt))
+    pretrain(X[first], meta["label"][first].to_numpy(), meta[first], recipe, **kw)
+    with pytest.raises(EEGTransferError, match=r"subjects \(checkpoint \['1', '2', '3'\], now \['2', '3', '4'\]\)"):
+        pretrain(X[other], meta["label"][other].to_numpy(), meta[other], recipe, **kw)
+    with pytest.raises(EEGTransferError, match=r"align \(checkpoint False, now True\)"):
+        pretrain(X[first], meta["label"][first].to_numpy(), meta[first], recipe, align=True, **kw)
