@@ -107,7 +107,7 @@ def windows_for(mt: pd.DataFrame, first: np.ndarray, tmax: float) -> dict[str, A
 
 def ours(pops: dict[bool, Any], X: np.ndarray, y: np.ndarray, cal: np.ndarray, test: np.ndarray,
          args: argparse.Namespace) -> list[dict[str, Any]]:
-    from eegtransfer.adapt import adapt
+    from eegtransfer.adaptation import adapt
 
     rows = []
     for aligned, strategies in ((False, PLAIN), (True, ALIGNED)):
@@ -118,8 +118,8 @@ def ours(pops: dict[bool, Any], X: np.ndarray, y: np.ndarray, cal: np.ndarray, t
             pred = b.predict(X[test])
             a = b.adaptation
             rows.append({"method": f"{MODEL} {strategy}", "family": "ours", "pred": pred,
-                         "seconds": time.perf_counter() - t0, "guard": a.get("guard"),
-                         "chosen": a.get("chosen")})
+                         "seconds": time.perf_counter() - t0, "guard": a.guard.kept if a.guard else None,
+                         "chosen": a.chosen})
     return rows
 
 

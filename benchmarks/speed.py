@@ -166,7 +166,7 @@ def time_head(bundle: Any, Xc: Any, labels: Any, *, epochs: int, repeats: int, d
     import torch
     from skorch.callbacks import Freezer
 
-    from eegtransfer.adapt import adapt, chronological_split
+    from eegtransfer.adaptation import adapt, chronological_split
     from eegtransfer.engine import head_inputs, train
     from eegtransfer.models import HEAD
 
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # head adaptation of one calibration run
     if kal is not None:
-        from eegtransfer.adapt import select_calibration
+        from eegtransfer.adaptation import select_calibration
         from eegtransfer.pretrain import pretrain
 
         Xk, meta_k, recipe_k = kal

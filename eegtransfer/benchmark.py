@@ -559,8 +559,8 @@ class TransferResult:
             f"target     {self.target} subject {self.subject}: source rate "
             f"{self.channels.get('source_sfreq')} Hz -> {q.sfreq:g} Hz, dropped {self.channels.get('dropped')}, "
             f"renamed {self.channels.get('renamed') or {}}",
-            f"adaptation {(q.adaptation or {}).get('strategy')}: {self.n_calibration} calibration trials, "
-            f"classes {q.classes}" + (" (new head)" if (q.adaptation or {}).get("new_head") else ""),
+            f"adaptation {q.adaptation.strategy if q.adaptation else None}: {self.n_calibration} calibration "
+            f"trials, classes {q.classes}" + (" (new head)" if q.adaptation and q.adaptation.new_head else ""),
             f"zero-shot  {'n/a (other classes)' if self.zero_shot_accuracy is None else f'{self.zero_shot_accuracy:.3f}'}",
             f"adapted    {self.adapted_accuracy:.3f} on {self.n_test} later trials",
         ]
@@ -593,7 +593,7 @@ def adapt_across_datasets(
     (:func:`load_for_recipe`): channels matched by name and reordered, extra
     channels dropped, resampled to the bundle's rate, window moved to the
     target's trial interval (:func:`recipe_for_target`). When the target's
-    classes differ, :func:`~eegtransfer.adapt.adapt` trains a new head.
+    classes differ, :func:`~eegtransfer.adaptation.adapt` trains a new head.
 
     Parameters
     ----------
@@ -610,7 +610,7 @@ def adapt_across_datasets(
     -------
     TransferResult
     """
-    from .adapt import adapt, select_calibration
+    from .adaptation import adapt, select_calibration
     from .datasets import dataset_name, get_dataset
 
     if isinstance(target, str):

@@ -189,7 +189,7 @@ class Bundle:
         """Check shape and apply the stored alignment: (n_trials, n_chans, n_times)."""
         X = self.check_input(X)
         if self.align is not None:
-            from .alignment import apply_alignment
+            from .adaptation.alignment import apply_alignment
 
             X = apply_alignment(X, self.align)
         return X
@@ -265,7 +265,8 @@ class Bundle:
             "classes": self.classes,
             "provenance": _jsonable(self.provenance),
             "metrics": _jsonable(self.metrics),
-            "adaptation": _jsonable(self.adaptation),
+            "adaptation": _jsonable(self.adaptation.to_dict() if hasattr(self.adaptation, "to_dict")
+                                    else self.adaptation),
             "history": _jsonable(self.history),
         }
 
@@ -308,6 +309,7 @@ class Bundle:
         """Read and check a bundle folder; every inconsistency is named."""
         from safetensors.torch import load_file
 
+        from .adaptation.report import AdaptationReport
         from .models import build_model
 
         path = Path(path)
@@ -329,7 +331,7 @@ class Bundle:
         model.to(resolve_device(device)).eval()
         b = cls(model, m["name"], recipe, meta["classes"], model_kwargs=m.get("kwargs"),
                 provenance=meta.get("provenance"), metrics=meta.get("metrics"),
-                adaptation=meta.get("adaptation"),
+                adaptation=AdaptationReport.from_dict(meta.get("adaptation")),
                 align=None if align is None else align.numpy(),
                 history=meta.get("history"))
         b.path = path
@@ -444,8 +446,9 @@ def summarize(meta: dict[str, Any]) -> str:
         lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()))
     if meta.get("adaptation"):
         a = meta["adaptation"]
+        cal = a.get("calibration") or {}
         lines.append(f"adaptation {a.get('strategy')}: {a.get('n_calibration_trials')} trials, "
-                     f"{a.get('calibration_minutes')} min" + (f"; {a['note']}" if a.get("note") else ""))
+                     f"{cal.get('calibration_minutes')} min" + (f"; {a['note']}" if a.get("note") else ""))
     for k, v in (meta.get("metrics") or {}).items():
         lines.append(f"metric     {k} = {v:.4f}" if isinstance(v, float) else f"metric     {k} = {v}")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .adapt import adapt, parse_strategy, select_calibration, timeline
+from .adaptation import adapt, parse_strategy, select_calibration, timeline
 from .bundle import Bundle
 from .errors import EEGTransferError
 
@@ -97,7 +97,7 @@ def calibration_curve(
         Calibration lengths (default :data:`DEFAULT_MINUTES`). ``0`` means no calibration (only ``none`` runs);
         ``"run"`` is the whole first run.
     strategies : list of str | None
-        Default :data:`DEFAULT_STRATEGIES`. Names accepted by :func:`eegtransfer.adapt.adapt`.
+        Default :data:`DEFAULT_STRATEGIES`. Names accepted by :func:`eegtransfer.adaptation.adapt`.
     test : ndarray of bool, shape (n_trials,) | None
         The trials to score. Default: every trial that starts after the
         longest calibration window, the same for every row.
@@ -105,7 +105,7 @@ def calibration_curve(
         Trial length for "has ended within the window"; default
         ``bundle.recipe.tmax``.
     device, seed, **adapt_kwargs
-        Passed to :func:`eegtransfer.adapt.adapt`.
+        Passed to :func:`eegtransfer.adaptation.adapt`.
 
     Returns
     -------
@@ -153,7 +153,7 @@ def calibration_curve(
                                    "n_test": int(test.sum()), "accuracy": float("nan"),
                                    "seconds": float("nan"), "chosen": None, "guard": None,
                                    "reason": "", "correct": None}
-            supervised = strat == "auto" or parse_strategy(strat)[1] is not None
+            supervised = strat == "auto" or any(s.supervised for s in parse_strategy(strat))
             missing = missing_classes(yc, b.classes)
             if strat != "none" and cal.sum() == 0:
                 row["reason"] = "no calibration data"
@@ -175,9 +175,9 @@ def calibration_curve(
                 if patient is not None:
                     pred = patient.predict(X[test])
                     correct = np.asarray(pred).astype(str) == y_test
-                    a = patient.adaptation or {}
+                    a = patient.adaptation
                     row.update(accuracy=float(correct.mean()), correct=correct,
-                               chosen=a.get("chosen"), guard=a.get("guard"))
+                               chosen=a.chosen if a else None, guard=a.guard.kept if a and a.guard else None)
             rows.append(row)
             logger.info("curve %s @ %.2f min: accuracy %s %s", strat, m, row["accuracy"], row["reason"])
     return pd.DataFrame(rows)

@@ -22,7 +22,7 @@ by default, so no ``set_fit_request`` call is needed; call
 1. pretrains a braindecode model on ``X, y`` (the population), through the
    pretrain cache (:mod:`eegtransfer.cache`) so every strategy and every
    calibration size of a fold reuses one population model;
-2. adapts it to the target slice with :func:`eegtransfer.adapt.adapt` and
+2. adapts it to the target slice with :func:`eegtransfer.adaptation.adapt` and
    ``strategy``.
 
 Without target data (e.g. in ``WithinSessionEvaluation``) step 2 is skipped,
@@ -53,7 +53,7 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
     model : str
         braindecode model name (see :func:`eegtransfer.models.known_models`).
     strategy : str
-        Adaptation strategy (see :mod:`eegtransfer.adapt`): ``"none"``
+        Adaptation strategy (see :mod:`eegtransfer.adaptation`): ``"none"``
         (zero-shot), ``"head"``, ``"last-k"``, ``"full"``, ``"bn"``, ``"align"``,
         combinations such as ``"bn+head"``, ``"auto"``; or ``"scratch"``.
     epochs : int
@@ -222,7 +222,7 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        from .adapt import parse_strategy
+        from .adaptation import parse_strategy
 
         Xs = self._trials(X)
         y = np.asarray(y)
@@ -268,7 +268,7 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
 
     def _adapt(self, strategy: str, Xl: np.ndarray | None, yl: np.ndarray | None,
                Xu: np.ndarray | None) -> None:
-        from .adapt import adapt, parse_strategy
+        from .adaptation import adapt, parse_strategy
 
         pop = self.population_
         kw = dict(k=self.k, epochs=self.adapt_epochs, lr=self.adapt_lr, batch_size=min(self.batch_size, 32),
@@ -286,8 +286,9 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
         if strategy == "auto":
             sup_needed, unsup = True, set()
         else:
-            unsup, part = parse_strategy(strategy)
-            sup_needed = part is not None
+            steps = parse_strategy(strategy)
+            unsup = {s.name for s in steps if not s.supervised}
+            sup_needed = any(s.supervised for s in steps)
         if sup_needed and labels is None:
             fallback = "supervised adaptation skipped: no labelled calibration trials"
         if fallback is not None and labels is not None and set(labels.tolist()) - set(pop.classes):
@@ -297,14 +298,14 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
             )
         if fallback is None:
             self.bundle_ = adapt(pop, Xl, labels, strategy=strategy, X_unlabeled=Xu, **kw)
-            self.adaptation_ = dict(self.bundle_.adaptation or {})
+            self.adaptation_ = self.bundle_.adaptation.to_dict()
             return
         logger.warning(fallback)
         pool = [A for A in (Xl, Xu) if A is not None and len(A)]
         if unsup and pool:
             ustrat = "+".join(s for s in ("align", "bn") if s in unsup)
             self.bundle_ = adapt(pop, np.concatenate(pool), None, strategy=ustrat, **kw)
-            self.adaptation_ = dict(self.bundle_.adaptation or {})
+            self.adaptation_ = self.bundle_.adaptation.to_dict()
         else:
             self.bundle_ = pop
             self.adaptation_ = {"strategy": "none"}

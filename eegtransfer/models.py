@@ -132,11 +132,24 @@ def final_parameter_names(model: nn.Module, name: str, k: int = 0) -> list[str]:
             if any(n == p or n.startswith(p + ".") for p in prefixes)]
 
 
-def batchnorm_modules(model: nn.Module) -> list[str]:
-    """Names of every batch-norm module (for AdaBN)."""
+def batchnorm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every batch-norm layer (for AdaBN)."""
     from torch import nn
 
-    return [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def head_is_callable(model: nn.Module) -> bool:
+    """Whether ``model.final_layer`` is one module applied last, so it can run on cached features.
+
+    ATCNet's head is a ModuleList applied per window: it cannot.
+    """
+    from torch import nn
+
+    head = getattr(model, HEAD, None)
+    children = [n for n, _ in model.named_children()]
+    return (isinstance(head, nn.Module) and not isinstance(head, nn.ModuleList)
+            and bool(children) and children[-1] == HEAD)
 
 
 def with_new_head(model: nn.Module, name: str, n_outputs: int, n_chans: int, n_times: int,

@@ -125,7 +125,7 @@ def pretrain(
     seed_everything(seed)
     subjects = meta["subject"].astype(str).to_numpy()
     if align:
-        from .alignment import align_per_group
+        from .adaptation.alignment import align_per_group
 
         X = align_per_group(X, subjects)
     tr, va = split_by_subject(subjects, val_fraction=val_fraction, seed=seed)

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from conftest import assert_state_equal, target_split
 
-from eegtransfer.adapt import adapt, chronological_split, select_calibration
+from eegtransfer.adaptation import adapt, chronological_split, select_calibration
 from eegtransfer.errors import EEGTransferError
 
 
@@ -33,11 +33,11 @@ def test_select_calibration_is_chronological():
 
 def test_select_calibration_errors():
     meta = _meta([5, 15], list("ab"), length=20)
-    with pytest.raises(EEGTransferError, match="--minutes 2 is longer than the recording"):
+    with pytest.raises(EEGTransferError, match="minutes=2 is longer than the recording"):
         select_calibration(meta, minutes=2)
     with pytest.raises(EEGTransferError, match="exactly one"):
         select_calibration(meta)
-    with pytest.raises(EEGTransferError, match="--trials 5 is more than the 2 trials"):
+    with pytest.raises(EEGTransferError, match="trials=5 is more than the 2 trials"):
         select_calibration(meta, trials=5)
 
 
@@ -56,7 +56,7 @@ def test_head_adaptation_freezes_everything_else(fake_population, fake_trials):
     assert_state_equal(before, after, frozen)  # frozen weights and BN statistics are bit-identical
     assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in head)
     assert_state_equal(before, fake_population.model.state_dict())  # population untouched
-    assert patient.adaptation["trainable"] and all(n.startswith("final_layer") for n in patient.adaptation["trainable"])
+    assert patient.adaptation.trainable and all(n.startswith("final_layer") for n in patient.adaptation.trainable)
 
 
 def test_last_k_changes_only_last_block(fake_population, fake_trials):
@@ -84,7 +84,7 @@ def test_new_classes_get_a_new_head(fake_population, fake_trials):
     yc = np.where(yc == "feet", "rest", "move")
     patient = adapt(fake_population, Xc, yc, strategy="head", epochs=3, device="cpu")
     assert patient.classes == ["move", "rest"]
-    assert patient.adaptation["new_head"] and "new head" in patient.adaptation["note"]
+    assert patient.adaptation.new_head and "new head" in patient.adaptation.note
     assert patient.predict_proba(Xc[:3]).shape == (3, 2)
 
 
@@ -120,7 +120,7 @@ def test_calibration_must_cover_every_model_class(fake_population, fake_trials):
     new = np.where(yc[only], "rest", "rest")
     new[: len(new) // 2] = "move"
     patient = adapt(fake_population, Xc[only], new, strategy="head", device="cpu")
-    assert patient.classes == ["move", "rest"] and patient.adaptation["new_head"]
+    assert patient.classes == ["move", "rest"] and patient.adaptation.new_head
 
 
 def test_per_class_minutes_need_trial_seconds():
@@ -137,7 +137,7 @@ def test_per_class_minutes_need_trial_seconds():
 def test_lbfgs_prior_zero_pulls_towards_zero_from_the_start():
     import torch
 
-    from eegtransfer.adapt import fit_head_lbfgs
+    from eegtransfer.adaptation import fit_head_lbfgs
 
     torch.manual_seed(0)
     feats = torch.randn(40, 6)
@@ -164,4 +164,4 @@ def test_new_head_is_pulled_towards_zero_not_its_random_init(fake_population, fa
     patient = adapt(fake_population, Xc, yc, strategy="head", device="cpu", head_l2=1e3)
     head = getattr(patient.model, HEAD)
     assert max(float(p.abs().max()) for p in head.parameters()) < 1e-3
-    assert patient.adaptation["new_head"] and patient.history["prior"] == "zero"
+    assert patient.adaptation.new_head and patient.history["prior"] == "zero"

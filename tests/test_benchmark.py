@@ -102,7 +102,7 @@ def test_cross_dataset_new_channels_rate_and_classes(tmp_path):
                    seed=3)
     res = adapt_across_datasets(pop, target, 1, calibration_trials=20, strategy="head", epochs=3)
     assert pop.classes == ["a", "b", "c"] and res.patient.classes == ["x", "y"]
-    assert res.patient.adaptation["new_head"]
+    assert res.patient.adaptation.new_head
     assert res.patient.ch_names == ["C3", "Cz", "C4", "Pz"]  # the model's order, not the file's
     assert set(res.channels["dropped"]) == {"FCz", "stim"} and res.channels["source_sfreq"] == 256.0
     assert res.zero_shot_accuracy is None and 0 <= res.adapted_accuracy <= 1
@@ -126,7 +126,7 @@ def test_cross_dataset_kalunga_as_target(mne_data):
     X, meta, _ = load_dataset(source, [1, 2], recipe)
     pop = pretrain(X, meta["label"].to_numpy(), meta, recipe, epochs=1, device="cpu")
     res = adapt_across_datasets(pop, "Kalunga2016", 1, calibration_trials=32, strategy="head", epochs=5)
-    assert res.patient.classes == ["13", "17", "21", "rest"] and res.patient.adaptation["new_head"]
+    assert res.patient.classes == ["13", "17", "21", "rest"] and res.patient.adaptation.new_head
     assert res.channels["source_sfreq"] == 256.0 and res.patient.recipe.tmin == 2.0
     assert res.n_calibration == 32 and res.n_test == 32
     assert np.isfinite(res.adapted_accuracy)

@@ -112,7 +112,7 @@ def test_calibrate_fif_recordings_then_predict(population, kalunga_path, tmp_pat
     assert not r.stderr.strip()  # --quiet
 
     meta = json.loads((out / "bundle.json").read_text())
-    assert meta["adaptation"]["recordings"] == [{"path": str(p.absolute()), "sha256": sha256(p)}
+    assert meta["adaptation"]["calibration"]["recordings"] == [{"path": str(p.absolute()), "sha256": sha256(p)}
                                                 for p in (run1, run2)]
     assert meta["adaptation"]["n_calibration_trials"] == n_cal
     assert meta["metrics"]["heldout_accuracy"] == pytest.approx(res["heldout_accuracy"])
@@ -157,7 +157,7 @@ def test_calibrate_edf_and_bdf_with_annotations(population, s1_raw, tmp_path):
     assert res["recordings"] == [{"path": str(p), "sha256": sha256(p)} for p in (edf, bdf)]
     assert res["calibration_minutes"] < 3.8
     meta = json.loads((out / "bundle.json").read_text())
-    assert [d["sha256"] for d in meta["adaptation"]["recordings"]] == [sha256(edf), sha256(bdf)]
+    assert [d["sha256"] for d in meta["adaptation"]["calibration"]["recordings"]] == [sha256(edf), sha256(bdf)]
     assert meta["sfreq"] == 128.0  # 256 Hz files resampled to the model's rate
 
 
@@ -185,7 +185,7 @@ def test_calibrate_physionet_names_reordered_extra_and_missing(population, s1_ra
     html = report.read_text()
     assert "Oz.." in html and "Fc5." in html and "ECG" in html  # renamed and dropped are reported
     meta = json.loads((out / "bundle.json").read_text())
-    assert meta["adaptation"]["interpolated"] == ["PO7"] and meta["ch_names"] == KALUNGA
+    assert meta["adaptation"]["calibration"]["interpolated"] == ["PO7"] and meta["ch_names"] == KALUNGA
 
 
 @pytest.mark.real

@@ -88,7 +88,9 @@ def reference(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ref")
     ns: dict = {}
     exec(PRETRAIN, ns)
-    path = ns["population"](folder / "pop", str(folder / "pop.ckpt"))
+    with pytest.MonkeyPatch.context() as mp:  # one thread, as in the reruns: float sums depend on it
+        mp.setenv("OMP_NUM_THREADS", "1")
+        path = ns["population"](folder / "pop", str(folder / "pop.ckpt"))
     return {k: v.numpy() for k, v in Bundle.load(path).model.state_dict().items()}
 
 

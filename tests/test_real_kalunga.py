@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import target_split
 
-from eegtransfer.adapt import adapt
+from eegtransfer.adaptation import adapt
 from eegtransfer.datasets import KNOWN_DUPLICATES, load_dataset
 from eegtransfer.evaluation import score_bundle
 from eegtransfer.pretrain import pretrain

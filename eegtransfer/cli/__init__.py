@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 import warnings
 
@@ -67,15 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_device_arg(args: argparse.Namespace) -> None:
     """Refuse a bad ``--device`` before any data is read."""
-    if getattr(args, "device", None) is None:
-        return
-    from ..engine import resolve_device
-    from ..errors import EEGTransferError
+    if getattr(args, "device", None) is not None:
+        from ..engine import resolve_device
 
-    try:
         resolve_device(args.device)
-    except EEGTransferError as err:
-        raise EEGTransferError(str(err).replace("device=", "--device ")) from None
+
+
+# The library names Python parameters (``minutes=2``); the command line names its flags.
+_SWITCHES = {"per_class=True": "--per-class", "overwrite=True": "--overwrite"}
+_VALUED = ("minutes", "trials", "device", "strategy", "epochs", "seed", "model", "subjects", "stride")
+
+
+def to_flags(message: str) -> str:
+    """A library message in command-line terms: ``minutes=2`` -> ``--minutes 2``."""
+    for param, flag in _SWITCHES.items():
+        message = message.replace(param, flag)
+    return re.sub(r"\b(" + "|".join(_VALUED) + r")=", lambda m: f"--{m.group(1)} ", message)
 
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         check_device_arg(args)
         return int(args.func(args) or 0)
     except EEGTransferError as err:
-        print(f"eegtransfer {args.command}: error: {err}", file=sys.stderr)
+        print(f"eegtransfer {args.command}: error: {to_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"eegtransfer {args.command}: interrupted; nothing was written", file=sys.stderr)

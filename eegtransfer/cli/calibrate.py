@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import __version__
-    from ..adapt import check_class_counts, parse_strategy, select_calibration, timeline
+    from ..adaptation import check_class_counts, parse_strategy, select_calibration, timeline
     from ..bundle import check_output_path, verify_weights
     from ..errors import EEGTransferError
     from ..preprocessing import Recipe
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                 int((~cal).sum()))
 
     # Heavy imports only now that the input is known to be usable.
-    from ..adapt import adapt
+    from ..adaptation import adapt
     from ..bundle import Bundle
     from ..evaluation import score_bundle
 
@@ -243,10 +243,8 @@ def run(args: argparse.Namespace) -> int:
         held = score_bundle(patient, X[~cal], labels[~cal])
         patient.metrics.update(heldout_accuracy=held["accuracy"],
                                heldout_balanced_accuracy=held["balanced_accuracy"])
-    ad = patient.adaptation or {}
-    note = ad.get("note") or ""
-    if ad.get("new_head") and not note:
-        note = f"new head for classes {patient.classes} (model was trained on {classes})"
+    ad = patient.adaptation
+    note = ad.note or ad.guard_skipped
     result = {
         "heldout_accuracy": None if held is None else held["accuracy"],
         "heldout_balanced_accuracy": None if held is None else held["balanced_accuracy"],
@@ -257,12 +255,12 @@ def run(args: argparse.Namespace) -> int:
         "selection": selection,
         "classes": list(patient.classes),
         "strategy": args.strategy,
-        "new_head": bool(ad.get("new_head", False)),
+        "new_head": ad.new_head,
         "note": note,
-        "guard": ad.get("guard"),
+        "guard": ad.guard.kept if ad.guard else f"not applied: {ad.guard_skipped}",
         "channels": list(recipe.channels),
         "interpolated": interpolated,
-        "device": str(ad.get("device", args.device)),
+        "device": ad.device,
         "model": str(model_dir),
         "out": str(out),
         "report": str(report) if report else None,

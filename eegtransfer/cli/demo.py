@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise EEGTransferError(f"output folder {out} already exists; pass --overwrite or choose another --out")
     if args.epochs < 1:
         raise EEGTransferError(f"--epochs must be >= 1, got {args.epochs}")
-    from ..adapt import adapt, parse_strategy
+    from ..adaptation import adapt, parse_strategy
 
     if args.strategy != "auto":
         parse_strategy(args.strategy)
@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         "load_seconds": round(load_s, 3),
         "pretrain_seconds": round(pretrain_s, 3),
         "adapt_seconds": round(adapt_s, 3),
-        "guard": patient.adaptation.get("guard"),
+        "guard": (patient.adaptation.guard.kept if patient.adaptation.guard
+                  else f"not applied: {patient.adaptation.guard_skipped}"),
         "population_bundle": str(out / pop_dir),
         "subject_bundle": str(out / subj_dir),
     }
@@ -130,6 +131,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"test         {result['n_test_trials']} trials from later runs")
         print(f"zero-shot accuracy  {zero['accuracy']:.3f}")
         print(f"adapted accuracy    {adapted['accuracy']:.3f}"
-              + (f"  ({patient.adaptation['note']})" if patient.adaptation.get("note") else ""))
+              + (f"  ({patient.adaptation.note})" if patient.adaptation.note else ""))
         print(f"bundles      {result['population_bundle']}  {result['subject_bundle']}")
     return 0

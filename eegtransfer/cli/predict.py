@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = Recipe.from_dict(meta_json["recipe"])
     classes = list(meta_json["classes"])
     ad = meta_json.get("adaptation") or {}
-    user_id = parse_event_id(args.event_id) or dict(ad.get("event_id") or {})
+    user_id = parse_event_id(args.event_id) or dict((ad.get("calibration") or {}).get("event_id") or {})
     default_id = (meta_json.get("provenance") or {}).get("event_id")
 
     raw = read_raw(entry["path"], encoding=args.encoding)

@@ -219,7 +219,7 @@ def scratch_predict(model: str, recipe: Any, classes: list[str], X_cal: np.ndarr
     up to ``epochs`` epochs with early stopping on the latest quarter of each class's
     calibration trials (as for adaptation).
     """
-    from ..adapt import chronological_split
+    from ..adaptation import chronological_split
     from ..engine import predict_logits, seed_everything, train
     from ..models import build_model
 

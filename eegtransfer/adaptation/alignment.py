@@ -18,7 +18,7 @@ import logging
 
 import numpy as np
 
-from .errors import EEGTransferError
+from ..errors import EEGTransferError
 
 logger = logging.getLogger("eegtransfer")
 

@@ -1,0 +1,319 @@
+"""Adaptation steps, one idea each, composed by :func:`parse_strategy`.
+
+Every step has its own parameters and one method, ``fit(bundle, X, y) -> bundle``: it adapts
+``bundle`` **in place** (the driver :func:`eegtransfer.adaptation.adapt` hands it a copy of the
+population bundle) and records what it did in ``facts_``. Label-free steps run first:
+
+========= =========================================================== ======
+step      what changes                                                labels
+========= =========================================================== ======
+Align     Euclidean alignment to the patient's mean covariance; the   no
+          matrix is stored in the bundle, no weight changes
+AdaBN     batch-norm running statistics re-estimated on the patient   no
+Head      the classification head: an L2-SP logistic regression on   yes
+          cached trunk features (L-BFGS), or AdamW epochs
+LastK     the last ``k`` blocks and the head (AdamW, early stopping)  yes
+Full      every layer, with a small learning rate                     yes
+========= =========================================================== ======
+
+Labels outside the population's classes train a **new head** for exactly the classes found
+(a new task), pulled towards zero rather than towards its random initial weights. A user step
+is any object with ``name``, ``supervised`` and ``fit(bundle, X, y, **context)``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import EEGTransferError
+from .calibration import chronological_split
+
+HEAD_L2 = 1e-2
+SUPERVISED = ("head", "last-k", "full")
+UNSUPERVISED = ("align", "bn")  # in the order they run
+STRATEGIES = ("none", "head", "last-k", "full", "bn", "align",
+              "align+head", "bn+head", "align+last-k", "auto")
+
+
+class Step:
+    """Base class: ``fit(bundle, X, y=None, *, X_unlabeled=None, device=None, seed=0) -> bundle``."""
+
+    name = "step"
+    supervised = False
+
+    def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
+            X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+def _pool(X: np.ndarray, X_unlabeled: np.ndarray | None, bundle: Bundle) -> np.ndarray:
+    return X if X_unlabeled is None else np.concatenate([X, bundle.check_input(X_unlabeled)])
+
+
+class Align(Step):
+    """Euclidean alignment: whiten trials by the patient's mean covariance (no labels)."""
+
+    name = "align"
+
+    def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
+            X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
+        from .alignment import alignment_matrix
+
+        pool = _pool(X, X_unlabeled, bundle)
+        bundle.align = alignment_matrix(pool).astype(np.float32)  # as saved in safetensors
+        self.facts_ = {"align_trials": int(len(pool))}
+        return bundle
+
+
+class AdaBN(Step):
+    """Re-estimate every batch-norm layer's running statistics on the patient (no labels)."""
+
+    name = "bn"
+
+    def __init__(self, batch_size: int = 256) -> None:
+        self.batch_size = batch_size
+
+    def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
+            X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
+        self.facts_ = {"bn_layers": adabn(bundle.model, bundle.prepare_input(_pool(X, X_unlabeled, bundle)),
+                                          device=device, batch_size=self.batch_size)}
+        return bundle
+
+
+def adabn(model: Any, X: np.ndarray, *, device: Any = None, batch_size: int = 256) -> list[str]:
+    """Re-estimate the running statistics of ``model``'s batch-norm layers on ``X``, in place.
+
+    Only the ``running_mean``/``running_var`` buffers change; weights do not. Returns the
+    names of the updated layers. ``device=None``: where the model is.
+    """
+    import torch
+
+    from ..engine import model_device
+    from ..models import batchnorm_modules
+
+    bns = batchnorm_modules(model)
+    if not bns:
+        return []
+    device = model_device(model) if device is None else device
+    model.to(device).eval()
+    saved = {}
+    for _, m in bns:
+        saved[m] = m.momentum
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+        m.train()
+    with torch.no_grad():
+        Xt = torch.as_tensor(X, dtype=torch.float32)
+        for i in range(0, len(Xt), batch_size):
+            model(Xt[i:i + batch_size].to(device, non_blocking=True))
+    for _, m in bns:
+        m.momentum = saved[m]
+        m.eval()
+    return [n for n, _ in bns]
+
+
+class _Supervised(Step):
+    """Shared by the supervised steps: classes (a new head for a new task) and early stopping."""
+
+    supervised = True
+
+    def __init__(self, *, epochs: int = 200, lr: float | None = None, batch_size: int = 32,
+                 patience: int = 30, val_fraction: float = 0.25, progress: bool = False) -> None:
+        self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
+        self.patience, self.val_fraction, self.progress = patience, val_fraction, progress
+
+    def _labels(self, bundle: Bundle, y: np.ndarray | None, device: Any) -> tuple[np.ndarray, bool]:
+        """Encoded labels; a new head replaces the model's when ``y`` holds new classes."""
+        if y is None:
+            raise EEGTransferError(f"step {self.name!r} needs labelled calibration trials")
+        y = np.asarray(y).astype(str)
+        found = sorted(set(y.tolist()))
+        new = bool(set(found) - set(bundle.classes))
+        if new:
+            from ..models import with_new_head
+
+            r = bundle.recipe
+            bundle.classes = found
+            bundle.model = with_new_head(bundle.model, bundle.model_name, len(found), r.n_chans, r.n_times,
+                                         r.sfreq, ch_names=r.channels, **bundle.model_kwargs).to(device)
+        return bundle.encode(y), new
+
+    def _train(self, bundle: Bundle, X: np.ndarray, y: np.ndarray, names: list[str] | None, lr: float,
+               device: Any, seed: int) -> dict[str, Any]:
+        """AdamW epochs on ``names`` with early stopping on the latest trials of each class."""
+        from ..engine import train
+
+        fit, val = chronological_split(y, self.val_fraction)
+        hist = train(bundle.model, X[fit], y[fit], X_val=X[val] if val.any() else None,
+                     y_val=y[val] if val.any() else None, trainable=names, epochs=self.epochs,
+                     batch_size=self.batch_size, lr=self.lr or lr, patience=self.patience, device=device,
+                     seed=seed, progress=self.progress, desc=f"adapt {self.name}")
+        bundle.history = hist.to_dict()
+        return {"n_fit": int(fit.sum()), "n_early_stopping": int(val.sum())}
+
+
+class Head(_Supervised):
+    """Train the classification head only.
+
+    Parameters
+    ----------
+    l2 : float
+        L-BFGS solver: strength of the pull towards the pretrained head (towards zero for a
+        new head), per parameter on the summed squares; the data term is a mean over trials.
+    solver : {"lbfgs", "sgd"}
+        ``"lbfgs"``: full-batch L-BFGS on cached trunk features (deterministic, no epochs);
+        ``"sgd"``: AdamW epochs with early stopping.
+    """
+
+    name = "head"
+
+    def __init__(self, l2: float = HEAD_L2, solver: str = "lbfgs", **train_params: Any) -> None:
+        super().__init__(**train_params)
+        if solver not in ("lbfgs", "sgd"):
+            raise EEGTransferError(f"solver= must be 'lbfgs' or 'sgd', got {solver!r}")
+        self.l2, self.solver = l2, solver
+
+    def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
+            X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
+        from ..engine import head_inputs
+        from ..models import HEAD, final_parameter_names, head_is_callable
+
+        yi, new = self._labels(bundle, y, device)
+        Xa = bundle.prepare_input(X)
+        model = bundle.model
+        self.facts_ = {"new_head": new, "trainable": final_parameter_names(model, bundle.model_name, k=0)}
+        if self.solver == "lbfgs" and head_is_callable(model):
+            # The frozen trunk gives the same features every iteration: compute them once.
+            feats = head_inputs(model, Xa, HEAD, device=device)
+            bundle.history = fit_head_lbfgs(getattr(model, HEAD), feats, yi, l2=self.l2,
+                                            prior="zero" if new else "start")
+            return bundle
+        self.facts_.update(self._train(bundle, Xa, yi, self.facts_["trainable"], 1e-2, device, seed))
+        return bundle
+
+
+class LastK(_Supervised):
+    """Train the last ``k`` blocks before the head, and the head (AdamW, early stopping)."""
+
+    name = "last-k"
+
+    def __init__(self, k: int = 1, **train_params: Any) -> None:
+        super().__init__(**train_params)
+        self.k = k
+
+    def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
+            X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
+        from ..models import final_parameter_names
+
+        yi, new = self._labels(bundle, y, device)
+        names = final_parameter_names(bundle.model, bundle.model_name, k=self.k)
+        self.facts_ = {"new_head": new, "trainable": names, "k": self.k}
+        self.facts_.update(self._train(bundle, bundle.prepare_input(X), yi, names, 1e-3, device, seed))
+        return bundle
+
+
+class Full(_Supervised):
+    """Fine-tune every layer with a small learning rate (AdamW, early stopping)."""
+
+    name = "full"
+
+    def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
+            X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
+        yi, new = self._labels(bundle, y, device)
+        names = [n for n, _ in bundle.model.named_parameters()]
+        self.facts_ = {"new_head": new, "trainable": names}
+        self.facts_.update(self._train(bundle, bundle.prepare_input(X), yi, None, 1e-4, device, seed))
+        return bundle
+
+
+def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = HEAD_L2, max_iter: int = 100,
+                   device: Any = None, prior: str = "start") -> dict[str, Any]:
+    """Fit the head as an L2-regularised multinomial logistic regression, in place.
+
+    Minimises ``cross_entropy(head(feats), y) + l2 * ||theta - theta_0||^2`` with full-batch
+    L-BFGS from the head's current weights. ``prior="start"``: ``theta_0`` is those weights,
+    the pretrained head (L2-SP: with few trials ``l2`` large keeps zero-shot); ``prior="zero"``
+    for a new, randomly initialised head, which carries no knowledge.
+
+    Parameters
+    ----------
+    head : torch.nn.Module
+        Maps ``feats`` to (n_trials, n_classes) logits.
+    feats : torch.Tensor, shape (n_trials, ...)
+        Cached trunk outputs (:func:`eegtransfer.engine.head_inputs`).
+    y : ndarray of int, shape (n_trials,)
+    l2 : float
+    max_iter : int
+    device : str | torch.device | None
+        Where to fit; ``None``: where ``feats`` are. The head stays there.
+    prior : {"start", "zero"}
+
+    Returns
+    -------
+    info : dict
+        ``loss`` (final objective), ``iterations``, ``seconds``, ``l2`` and ``prior``.
+    """
+    if prior not in ("start", "zero"):
+        raise EEGTransferError(f"prior= must be 'start' or 'zero', got {prior!r}")
+    import torch
+    from torch import nn
+
+    t0 = time.perf_counter()
+    xf = torch.as_tensor(feats, dtype=torch.float32)
+    device = xf.device if device is None else device
+    xf = xf.to(device)
+    head.to(device).eval()
+    params = list(head.parameters())
+    theta0 = [p.detach().clone() if prior == "start" else torch.zeros_like(p) for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    yt = torch.as_tensor(y, dtype=torch.long).to(device)
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    calls = [0]
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(xf).float(), yt)
+        loss = loss + l2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, theta0))
+        loss.backward()
+        calls[0] += 1
+        return loss
+
+    loss = opt.step(closure)
+    return {"loss": float(loss.detach()), "iterations": calls[0], "seconds": time.perf_counter() - t0,
+            "solver": "lbfgs", "l2": l2, "prior": prior}
+
+
+_STEP_PARAMS = {"head": ("l2", "solver"), "last-k": ("k",), "full": ()}
+_TRAIN_PARAMS = ("epochs", "lr", "batch_size", "patience", "val_fraction", "progress")
+
+
+def parse_strategy(strategy: str, **params: Any) -> list[Step]:
+    """The chain of steps that a strategy name stands for, label-free steps first.
+
+    ``parse_strategy("align+head", l2=0.1)`` -> ``[Align(), Head(l2=0.1)]``. ``params`` go to
+    the supervised step that accepts them (``k`` for last-k, ``l2``/``solver`` for head, and
+    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``val_fraction``, ``progress``).
+    """
+    parts = [p.strip().lower() for p in str(strategy).split("+") if p.strip()]
+    known = set(SUPERVISED) | set(UNSUPERVISED) | {"none"}
+    sup = [p for p in parts if p in SUPERVISED]
+    if (any(p not in known for p in parts) or not parts or len(sup) > 1 or len(set(parts)) < len(parts)
+            or ("none" in parts and len(parts) > 1)):
+        raise EEGTransferError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)} "
+                               "(the label-free steps bn and align combine with one of head, last-k, full)")
+    steps: list[Step] = [Align() for p in parts if p == "align"] + [AdaBN() for p in parts if p == "bn"]
+    if sup:
+        cls = {"head": Head, "last-k": LastK, "full": Full}[sup[0]]
+        kw = {k: v for k, v in params.items() if k in _TRAIN_PARAMS + _STEP_PARAMS[sup[0]] and v is not None}
+        steps.append(cls(**kw))
+    return steps
