@@ -75,8 +75,8 @@ def parse_subjects(text: str) -> list[int]:
 
 def load(sfreq: float) -> dict[str, Any]:
     """Every subject at the network's recipe and at the default recipe for the baselines."""
-    from eegtransfer.datasets import default_recipe, get_dataset, load_dataset
     from eegtransfer.evaluation.baselines import covariances, filter_bank, ssvep_frequencies
+    from eegtransfer.io import default_recipe, get_dataset, load_dataset
 
     dataset = get_dataset(DATASET)
     base = default_recipe(dataset)
@@ -224,8 +224,8 @@ def merge(parts: list[Path], out: Path, command: str) -> int:
 
 
 def write_report(df: pd.DataFrame, runs: list[dict], out: Path, merged: str | None = None) -> None:
-    from eegtransfer.datasets import duplicates_note
     from eegtransfer.evaluation.stats import benchmark_markdown
+    from eegtransfer.io import duplicates_note
 
     pre = [p for r in runs for p in r["pretraining"]]
     lines = ["# Kalunga2016 leave-one-subject-out, one protocol", "",

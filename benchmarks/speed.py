@@ -91,7 +91,7 @@ def load_kalunga() -> tuple[Any, Any, Any]:
     """Every Kalunga2016 subject in the local cache (no download)."""
     import re
 
-    from eegtransfer.datasets import load_dataset
+    from eegtransfer.io import load_dataset
 
     folder = Path(os.environ["MNE_DATA"]) / "MNE-ssvepexo-data" / "zenodo" / "2392979"
     subjects = sorted({int(m.group(1)) for f in folder.glob("subject*_raw.fif")

@@ -2,8 +2,8 @@
 
 Where a trial goes, from file to prediction::
 
-    recordings / datasets  ->  preprocessing.Recipe  ->  models (braindecode)
-         -> pretrain (population)  ->  adapt (one subject)  ->  bundle (disk)
+    io (a file or a MOABB dataset -> MNE Raw + events)  ->  preprocessing (Recipe -> trials)
+         ->  models (braindecode)  ->  pretrain (population)  ->  adapt (one subject)  ->  bundle (disk)
 
 Heavy dependencies load lazily: ``import eegtransfer`` is cheap.
 """
@@ -19,7 +19,7 @@ _LAZY = {
     "Recipe": "preprocessing",
     "Bundle": "bundle",
     "select_calibration": "adapt",
-    "load_dataset": "datasets",
+    "load_dataset": "io",
     "build_model": "models",
     "EEGTransferError": "errors",
     "SubjectAdaptiveClassifier": "estimator",

@@ -393,7 +393,7 @@ def run_benchmark(
     import pandas as pd
     from moabb.evaluations import CrossSubjectEvaluation
 
-    from .datasets import check_subjects, get_dataset
+    from .io.moabb import check_subjects, get_dataset
 
     t0 = time.perf_counter()
     for size in calibration_sizes:
@@ -480,49 +480,6 @@ def recipe_for_target(recipe: Recipe, dataset: Any) -> Recipe:
     return Recipe.from_dict(d)
 
 
-def load_for_recipe(dataset: Any, subjects: list[int], recipe: Recipe, *,
-                    verbose: bool | str | None = False) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
-    """Trials of MOABB ``subjects`` with ``recipe``'s channels, in its order.
-
-    Each run's channels are matched to the recipe by name with
-    :func:`eegtransfer.recordings.conform_channels` (exact names first, then
-    normalised ones: case, ``EEG``/reference affixes), extra channels are
-    dropped, and the recording is resampled to ``recipe.sfreq``.
-
-    Returns
-    -------
-    X : ndarray, shape (n_trials, n_chans, n_times)
-    meta : pandas.DataFrame
-    report : dict
-        Channels renamed and dropped, and the recording's sampling rate.
-    """
-    import pandas as pd
-
-    from .datasets import _events_of, dataset_name, load_raws
-    from .preprocessing import epochs_from_raw
-    from .recordings import conform_channels
-
-    name = dataset_name(dataset)
-    xs, metas = [], []
-    report: dict[str, Any] = {"dataset": name, "renamed": {}, "dropped": [], "source_sfreq": None}
-    for subject, sessions in load_raws(dataset, subjects).items():
-        for session, runs in sessions.items():
-            for run, raw in runs.items():
-                source = f"{name} subject {subject} session {session} run {run}"
-                events = _events_of(raw, dataset.event_id)
-                fitted, rep = conform_channels(raw, recipe.channels, source=source)
-                report["renamed"].update(rep.renamed)
-                report["dropped"] = sorted(set(report["dropped"]) | set(rep.dropped))
-                report["source_sfreq"] = float(raw.info["sfreq"])
-                X, meta = epochs_from_raw(fitted, events, dataset.event_id, recipe, subject=subject,
-                                          session=session, run=run, source=source, verbose=verbose)
-                xs.append(X)
-                metas.append(meta)
-    if not xs:
-        raise EEGTransferError(f"{name}: no trials for subjects {subjects}")
-    return np.concatenate(xs), pd.concat(metas, ignore_index=True), report
-
-
 @dataclass
 class TransferResult:
     """A population model of one dataset adapted to a subject of another.
@@ -590,9 +547,10 @@ def adapt_across_datasets(
     """Adapt a population bundle pretrained on one dataset to a subject of another.
 
     The target's recordings are fitted to the bundle's recipe
-    (:func:`load_for_recipe`): channels matched by name and reordered, extra
-    channels dropped, resampled to the bundle's rate, window moved to the
-    target's trial interval (:func:`recipe_for_target`). When the target's
+    (:func:`eegtransfer.io.load_dataset` with ``conform=True``): channels
+    matched by name and reordered, extra channels dropped, resampled to the
+    bundle's rate, window moved to the target's trial interval
+    (:func:`recipe_for_target`); its known duplicated runs are removed. When the target's
     classes differ, :func:`~eegtransfer.adaptation.adapt` trains a new head.
 
     Parameters
@@ -611,12 +569,13 @@ def adapt_across_datasets(
     TransferResult
     """
     from .adaptation import adapt, select_calibration
-    from .datasets import dataset_name, get_dataset
+    from .io.moabb import dataset_name, get_dataset, load_dataset
 
     if isinstance(target, str):
         target = get_dataset(target)
     recipe = recipe_for_target(population.recipe, target)
-    X, meta, report = load_for_recipe(target, [subject], recipe)
+    report: dict[str, Any] = {}
+    X, meta, _ = load_dataset(target, [subject], recipe, conform=True, report=report)
     if calibration_trials is None and calibration_minutes is None:
         calibration_trials = len(X) // 2
     cal = select_calibration(meta, trials=calibration_trials, minutes=calibration_minutes,

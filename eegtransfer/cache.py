@@ -486,8 +486,8 @@ def cached_pretrain_on_dataset(
     On a hit the dataset is not even loaded. See
     :func:`eegtransfer.pretrain.pretrain_on_dataset` for the parameters.
     """
-    from .datasets import dataset_name, default_recipe, get_dataset, load_dataset
     from .engine import resolve_device
+    from .io.moabb import dataset_name, default_recipe, get_dataset, load_dataset
     from .pretrain import pretrain
 
     if isinstance(dataset, str):

@@ -17,3 +17,13 @@ class DataNotFoundError(EEGTransferError, FileNotFoundError):
 
 class BundleError(EEGTransferError):
     """A bundle on disk is missing, altered, inconsistent or of a newer format."""
+
+
+def one_line(text: object) -> str:
+    """The first non-blank line of ``text`` (e.g. a third-party error), stripped.
+
+    Messages quote other libraries' errors through this, so the command line
+    still prints them on one line.
+    """
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else ""

@@ -3,8 +3,8 @@
 A :class:`Recipe` is plain data (it round-trips through JSON and is stored in
 every bundle). :func:`epochs_from_raw` applies it to an MNE ``Raw`` plus its
 events and returns float32 trials with per-trial metadata. The same function
-serves MOABB datasets (see :mod:`eegtransfer.datasets`) and a patient's own
-recording (see :mod:`eegtransfer.recordings`), so both are treated identically.
+serves MOABB datasets (see :mod:`eegtransfer.io.moabb`) and a patient's own
+recording (see :mod:`eegtransfer.io.recordings`), so both are treated identically.
 
 Order of operations, all in MNE: pick and order channels -> reference ->
 notch -> band-pass -> resample (events resampled with the signal) -> epoch
@@ -135,7 +135,7 @@ def prepare_raw(
     ----------
     raw : mne.io.Raw
         Continuous EEG in volts. Its channel names must already match
-        ``recipe.channels`` (see :func:`eegtransfer.recordings.match_channels`
+        ``recipe.channels`` (see :func:`eegtransfer.io.channels.match_channels`
         for messy names). It is not modified.
     recipe : Recipe
     events : ndarray, shape (n_events, 3) | None

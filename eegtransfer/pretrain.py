@@ -177,9 +177,9 @@ def pretrain_on_dataset(
     """Load MOABB ``subjects`` with one recipe and call :func:`pretrain`.
 
     Known duplicated recordings are removed on load
-    (see :data:`eegtransfer.datasets.KNOWN_DUPLICATES`).
+    (see :data:`eegtransfer.io.moabb.KNOWN_DUPLICATES`).
     """
-    from .datasets import dataset_name, get_dataset, load_dataset
+    from .io.moabb import dataset_name, get_dataset, load_dataset
 
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)

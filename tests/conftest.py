@@ -59,7 +59,7 @@ def fake_recipe():
 @pytest.fixture(scope="session")
 def fake_trials(fake_dataset, fake_recipe):
     """(X, meta, recipe) for FakeDataset subjects 1-4."""
-    from eegtransfer.datasets import load_dataset
+    from eegtransfer.io import load_dataset
 
     return load_dataset(fake_dataset, [1, 2, 3, 4], fake_recipe)
 
@@ -78,7 +78,7 @@ def fake_population(fake_trials):
 @pytest.fixture(scope="session")
 def kalunga_small(mne_data):
     """Kalunga2016 subjects 2, 4, 5 and 6, preprocessed with the default recipe."""
-    from eegtransfer.datasets import load_dataset
+    from eegtransfer.io import load_dataset
 
     return load_dataset("Kalunga2016", [2, 4, 5, 6])
 

@@ -87,7 +87,7 @@ def test_cli_benchmark_help_and_errors(capsys):
 
 def test_cross_dataset_new_channels_rate_and_classes(tmp_path):
     """Pretrain on one FakeDataset, adapt on another: reordered + extra channel, 256 Hz, 2 new classes."""
-    from eegtransfer.datasets import load_dataset
+    from eegtransfer.io import load_dataset
     from eegtransfer.preprocessing import Recipe
     from eegtransfer.pretrain import pretrain
 
@@ -114,7 +114,7 @@ def test_cross_dataset_new_channels_rate_and_classes(tmp_path):
 @pytest.mark.real
 def test_cross_dataset_kalunga_as_target(mne_data):
     """A population from a 512 Hz FakeDataset with Kalunga's channels shuffled plus one extra."""
-    from eegtransfer.datasets import load_dataset
+    from eegtransfer.io import load_dataset
     from eegtransfer.preprocessing import Recipe
     from eegtransfer.pretrain import pretrain
 

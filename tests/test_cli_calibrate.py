@@ -66,9 +66,9 @@ def population(tmp_path_factory, kalunga_path) -> Path:
     """EEGNet pretrained 2 epochs on Kalunga subjects 2 and 3 (first runs), read as files."""
     import pandas as pd
 
+    from eegtransfer.io import load_recording
     from eegtransfer.preprocessing import Recipe
     from eegtransfer.pretrain import pretrain
-    from eegtransfer.recordings import load_recording
 
     recipe = Recipe(channels=KALUNGA, sfreq=128.0, tmin=1.0, tmax=5.0, l_freq=4.0, h_freq=45.0)
     recs = [load_recording(kalunga_path / f"subject{s:02d}_run1_raw.fif", recipe, classes=CLASSES,

@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eegtransfer.errors import EEGTransferError
-from eegtransfer.recordings import (
-    clean_channel_name,
+from eegtransfer.io import (
     find_events,
     match_channels,
     normalize_channel_name,
@@ -102,7 +101,7 @@ def test_manifest_never_crashes(text):
 def test_channel_names_and_event_ids_never_crash(found, wanted, items):
     for name in found:
         assert isinstance(normalize_channel_name(name), str)
-        assert isinstance(clean_channel_name(name), str)
+        assert isinstance(normalize_channel_name(name, alias=False, keep_case=True), str)
     try:
         mapping, missing = match_channels(found, wanted)
     except EEGTransferError as err:

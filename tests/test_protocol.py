@@ -101,7 +101,7 @@ def test_cca_detects_stimulation_frequencies_and_fits_a_rest_threshold():
 
 @pytest.mark.real
 def test_baselines_on_one_real_subject_are_above_chance(mne_data):
-    from eegtransfer.datasets import load_dataset
+    from eegtransfer.io import load_dataset
 
     X, meta, recipe = load_dataset("Kalunga2016", [1, 2, 4])
     y = meta["label"].astype(str).to_numpy()

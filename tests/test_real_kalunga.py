@@ -5,8 +5,8 @@ import pytest
 from conftest import target_split
 
 from eegtransfer.adaptation import adapt
-from eegtransfer.datasets import KNOWN_DUPLICATES, load_dataset
 from eegtransfer.evaluation import score_bundle
+from eegtransfer.io import KNOWN_DUPLICATES, load_dataset
 from eegtransfer.pretrain import pretrain
 
 pytestmark = pytest.mark.real
@@ -39,7 +39,7 @@ def test_a_moabb_evaluation_never_sees_the_copy(mne_data):
     # MOABB's CrossSubjectEvaluation reads through paradigm.get_data: the same dataset-level rule
     from moabb.paradigms import SSVEP
 
-    from eegtransfer.datasets import deduplicated, get_dataset
+    from eegtransfer.io import deduplicated, get_dataset
 
     clean = deduplicated(get_dataset("Kalunga2016"))
     assert type(clean).__name__ == "Kalunga2016" and deduplicated(clean) is clean

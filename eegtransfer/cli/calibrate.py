@@ -16,8 +16,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
 
+    from ..io import Recording
     from ..preprocessing import Recipe
-    from ..recordings import Recording
 
 logger = logging.getLogger("eegtransfer")
 
@@ -50,7 +50,8 @@ def add_recording_options(p: argparse.ArgumentParser, *, several: bool = True,
                    + ("; repeat for several, in recording-time order" if several else ""))
     p.add_argument("--events", dest="recordings", action=RecordingAction, metavar="EVENTS",
                    help="events of the --recording before it: a CSV with columns onset (s) and label, "
-                   "or an MNE events file; default: the file's annotations, else its stim channel")
+                   "or an MNE events file; default: the file's stim channel if its codes name the classes, "
+                   "else its annotations")
     if manifest:
         p.add_argument("--manifest", metavar="CSV",
                        help="CSV with columns path, subject, session and events (a file) or label "
@@ -68,7 +69,7 @@ def recording_entries(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The recordings named on the command line or in ``--manifest``, as dicts with
     ``path, events, label, subject, session``."""
     from ..errors import EEGTransferError
-    from ..recordings import read_manifest
+    from ..io import read_manifest
 
     given = getattr(args, "recordings", None) or []
     manifest = getattr(args, "manifest", None)
@@ -99,7 +100,7 @@ def load_recordings(entries: list[dict[str, Any]], recipe: Recipe, *, classes: l
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from ..recordings import load_recording
+    from ..io import load_recording
 
     recs = []
     for i, e in enumerate(tqdm(entries, desc="read recordings", disable=not progress, leave=False,
@@ -167,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
     from ..adaptation import check_class_counts, parse_strategy, select_calibration, timeline
     from ..bundle import check_output_path, verify_weights
     from ..errors import EEGTransferError
+    from ..io import parse_event_id
     from ..preprocessing import Recipe
-    from ..recordings import parse_event_id
 
     # Cheap checks first: a bad bundle or output path fails before any file is read.
     model_dir, out = Path(args.model), Path(args.out)

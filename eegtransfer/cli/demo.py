@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.strategy != "auto":
         parse_strategy(args.strategy)
 
-    from ..datasets import check_subjects, dataset_name, get_dataset, load_dataset
     from ..engine import resolve_device
     from ..evaluation import population_for, score_bundle
+    from ..io.moabb import check_subjects, dataset_name, get_dataset, load_dataset
     from ..pretrain import pretrain
 
     device = resolve_device(args.device)

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bundle import check_output_path, verify_weights, write_file_atomic
     from ..errors import EEGTransferError
+    from ..io import has_events, load_recording, parse_event_id, read_raw
     from ..preprocessing import Recipe
-    from ..recordings import has_events, load_recording, parse_event_id, read_raw
     from .calibrate import quiet_down
 
     quiet_down(args)

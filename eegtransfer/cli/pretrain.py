@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _from_dataset(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
-    from ..datasets import check_subjects, dataset_name, default_recipe, get_dataset, load_dataset
     from ..errors import EEGTransferError
+    from ..io.moabb import check_subjects, dataset_name, default_recipe, get_dataset, load_dataset
 
     dataset = get_dataset(args.dataset)
     name = dataset_name(dataset)
@@ -134,7 +134,7 @@ def _from_dataset(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, An
 
 
 def _from_manifest(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
-    from ..recordings import parse_event_id, read_manifest, recipe_from_recording
+    from ..io import parse_event_id, read_manifest, recipe_from_recording
     from .calibrate import load_recordings, show_progress
 
     df = read_manifest(args.manifest)
@@ -164,7 +164,7 @@ def _refuse_unnamed_classes(args: argparse.Namespace, entries: list[dict[str, An
     from collections import Counter
 
     from ..errors import EEGTransferError
-    from ..recordings import find_events, read_raw
+    from ..io import find_events, read_raw
 
     unnamed = [e for e in entries if not e.get("label")]
     if not unnamed:

@@ -62,6 +62,6 @@ def population_for(target: int, subjects: list[int]) -> list[int]:
     """Every subject but ``target``: the leave-one-subject-out population.
 
     Known duplicated recordings are removed when loading
-    (:func:`eegtransfer.datasets.load_dataset`), not here.
+    (:func:`eegtransfer.io.moabb.load_dataset`), not here.
     """
     return [int(s) for s in subjects if int(s) != int(target)]

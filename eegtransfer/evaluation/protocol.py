@@ -12,7 +12,7 @@ For a target subject (:func:`split_target`):
   at which every class has at least ``min_per_class`` trials; the minutes actually used are
   reported (``minutes_used``), never the minutes asked for;
 - **population**: every other subject, with the dataset's known duplicated recordings
-  removed on load (:func:`eegtransfer.datasets.deduplicated`).
+  removed on load (:func:`eegtransfer.io.moabb.deduplicated`).
 """
 
 from __future__ import annotations

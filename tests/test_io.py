@@ -1,4 +1,4 @@
-"""eegtransfer.recordings: reading users' files, matching channels, finding events."""
+"""eegtransfer.io: reading users' files, matching channels, finding events."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import pytest
 from conftest import KALUNGA_ID, kalunga_annotated
 
 from eegtransfer.errors import DataNotFoundError, EEGTransferError
-from eegtransfer.preprocessing import Recipe
-from eegtransfer.recordings import (
-    clean_channel_name,
+from eegtransfer.io import (
     conform_channels,
     find_events,
     load_recording,
@@ -24,6 +22,7 @@ from eegtransfer.recordings import (
     recipe_from_recording,
     window_events,
 )
+from eegtransfer.preprocessing import Recipe
 
 KALUNGA = ["Oz", "O1", "O2", "PO3", "POz", "PO7", "PO8", "PO4"]
 CLASSES = ["13", "17", "21", "rest"]
@@ -64,8 +63,9 @@ def test_normalize_channel_name(name, key):
     assert normalize_channel_name(name) == key
 
 
-def test_clean_channel_name_keeps_case():
-    assert [clean_channel_name(n) for n in ("Fc5.", "EEG Fp1-REF", "Oz..", "POz")] == ["Fc5", "Fp1", "Oz", "POz"]
+def test_display_channel_name_keeps_case():
+    clean = [normalize_channel_name(n, alias=False, keep_case=True) for n in ("Fc5.", "EEG Fp1-REF", "Oz..", "POz")]
+    assert clean == ["Fc5", "Fp1", "Oz", "POz"]
 
 
 def test_match_channels_physionet_aliases_and_extras():

@@ -1,8 +1,19 @@
 """MOABB datasets in, recipe-preprocessed trials out, offline-safe.
 
+:func:`get_dataset` names a dataset, :func:`default_recipe` gives its
+channels and trial window, :func:`load_raws` reads its runs as MNE ``Raw``
+and :func:`load_dataset` turns them into trials, with the same event search
+(:func:`eegtransfer.io.events.find_events`) and, when asked, the same
+channel matching (:func:`eegtransfer.io.channels.conform_channels`) as a
+patient's file.
+
 MOABB resolves its cache from ``MNE_DATA`` (or ``MNE_DATASETS_<SIGN>_PATH``).
 When a file is missing it downloads it; with no network that fails, and we
 turn the failure into one message that names the folder that was searched.
+
+Recordings that a dataset publishes twice (:data:`KNOWN_DUPLICATES`) are
+removed on load, by :func:`load_dataset` and, through :func:`deduplicated`,
+for MOABB's own paradigms and evaluations.
 """
 
 from __future__ import annotations
@@ -14,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DataNotFoundError, EEGTransferError
-from .preprocessing import Recipe, epochs_from_raw
+from ..errors import DataNotFoundError, EEGTransferError
+from ..preprocessing import Recipe, epochs_from_raw
+from .channels import conform_channels
+from .events import find_events
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -94,6 +107,7 @@ def get_dataset(name: str) -> Any:
 
 
 def dataset_name(dataset: Any) -> str:
+    """The class name of a MOABB dataset (``"Kalunga2016"``), as messages and provenance use it."""
     return type(dataset).__name__
 
 
@@ -129,16 +143,6 @@ def default_recipe(dataset: Any, **overrides: Any) -> Recipe:
     return Recipe(**kw)
 
 
-def _events_of(raw: Any, event_id: dict[str, int]) -> np.ndarray:
-    import mne
-
-    stim = [raw.ch_names[i] for i in mne.pick_types(raw.info, stim=True, eeg=False)]
-    if stim:
-        return mne.find_events(raw, stim_channel=stim, shortest_event=0, verbose=False)
-    events, _ = mne.events_from_annotations(raw, event_id=event_id, verbose=False)
-    return events
-
-
 def load_raws(dataset: Any, subjects: list[int], *,
               on_missing: str = "raise") -> dict[int, dict[str, dict[str, Any]]]:
     """``dataset.get_data`` per subject, with a clear error when offline without a cache.
@@ -172,10 +176,16 @@ def load_dataset(
     recipe: Recipe | None = None,
     *,
     keep_duplicates: bool = False,
+    conform: bool = False,
+    report: dict[str, Any] | None = None,
     on_missing: str = "raise",
     verbose: bool | str | None = False,
 ) -> tuple[np.ndarray, pd.DataFrame, Recipe]:
     """Load MOABB subjects and apply one recipe to every run.
+
+    Each run's events come from :func:`~eegtransfer.io.events.find_events`
+    (annotations naming a class of ``dataset.event_id``, else its stim
+    channel, codes named by ``dataset.event_id``).
 
     Parameters
     ----------
@@ -187,14 +197,25 @@ def load_dataset(
     keep_duplicates : bool
         Keep the recordings that the dataset publishes twice (see
         :data:`KNOWN_DUPLICATES`); by default the copies are removed.
+    conform : bool
+        Match each run's channels to ``recipe.channels`` by name with
+        :func:`~eegtransfer.io.channels.conform_channels` (exact names
+        first, then case, ``EEG``/reference affixes and 10-20 aliases) and
+        drop the others: for a recipe from another dataset. By default
+        ``recipe.channels`` must be the run's names.
+    report : dict | None
+        If given, filled with ``dataset`` (its name), ``renamed`` and
+        ``dropped`` (channels, over all runs; empty unless ``conform``) and
+        ``source_sfreq`` (the last run's sampling rate).
     on_missing : {"raise", "skip"}
         What to do with a subject that is neither cached nor downloadable.
 
     Returns
     -------
     X : ndarray of float32, shape (n_trials, n_chans, n_times)
-    meta : pandas.DataFrame
-        ``subject, session, run, onset, label``; trials in recording order.
+    meta : pandas.DataFrame, n_trials rows
+        ``subject, session, run, onset, label, recording_seconds``; trials in
+        recording order.
     recipe : Recipe
     """
     import pandas as pd
@@ -206,17 +227,22 @@ def load_dataset(
     if not keep_duplicates:
         dataset = deduplicated(dataset)
     data = load_raws(dataset, subjects, on_missing=on_missing)
+    report = {} if report is None else report
+    report.update(dataset=name, renamed={}, dropped=[], source_sfreq=None)
     xs, metas = [], []
     for subject in data:
         for session, runs in data[subject].items():
             for run, raw in runs.items():
-                events = _events_of(raw, dataset.event_id)
-                X, meta = epochs_from_raw(
-                    raw, events, dataset.event_id, recipe, subject=subject,
-                    session=session, run=run,
-                    source=f"{name} subject {subject} session {session} run {run}",
-                    verbose=verbose,
-                )
+                source = f"{name} subject {subject} session {session} run {run}"
+                events, ids, _ = find_events(raw, classes=list(dataset.event_id),
+                                             default_id=dataset.event_id, source=source)
+                report["source_sfreq"] = float(raw.info["sfreq"])
+                if conform:
+                    raw, rep = conform_channels(raw, recipe.channels, source=source)
+                    report["renamed"].update(rep.renamed)
+                    report["dropped"] = sorted(set(report["dropped"]) | set(rep.dropped))
+                X, meta = epochs_from_raw(raw, events, ids, recipe, subject=subject, session=session,
+                                          run=run, source=source, verbose=verbose)
                 xs.append(X)
                 metas.append(meta)
     if not xs:
