@@ -393,13 +393,14 @@ def run_benchmark(
     import pandas as pd
     from moabb.evaluations import CrossSubjectEvaluation
 
-    from .io.moabb import check_subjects, get_dataset
+    from .io.moabb import check_subjects, deduplicated, get_dataset
 
     t0 = time.perf_counter()
     for size in calibration_sizes:
         if not 0 <= float(size) <= 0.5:
             raise EEGTransferError(f"calibration sizes must be in [0, 0.5] for labelled calibration, got {size}")
-    dsets = [get_dataset(d) if isinstance(d, str) else d for d in datasets]
+    # the protocol's dataset-level rule: a population never holds a copy of its target's run
+    dsets = [deduplicated(get_dataset(d) if isinstance(d, str) else d) for d in datasets]
     if subjects is not None:
         for d in dsets:
             d.subject_list = check_subjects(d, subjects)

@@ -116,5 +116,52 @@ def test_baselines_on_one_real_subject_are_above_chance(mne_data):
     rct = bl.transfer_predict(C[~t], y[~t], meta["subject"][~t].to_numpy(), Ct[first], yt[first], Ct[test],
                               rotate=False)
     assert set(rct) == {"MDM", "TS+LR"} and all(len(p) == test.sum() for p in rct.values())
-    tslr = bl.within_subject_pipelines()["FB TS+LR"].fit(Ct[first], yt[first])
+    tslr = bl.within_subject_pipelines()["TS+LR"].fit(Ct[first], yt[first])
     assert (tslr.predict(Ct[test]) == yt[test]).mean() >= 14 / 32
+
+
+def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_dataset, tmp_path):
+    # generality: a motor-imagery FakeDataset (no SSVEP classes: broadband covariances, no CCA)
+    from eegtransfer.evaluation import loso
+
+    d = loso.load(fake_dataset, 64.0)
+    assert not d["ssvep"] and d["Xn"].shape[1] == 4 and d["net"].sfreq == 64
+    rows, info = loso.run_target(1, d, epochs=1, adapt_epochs=2, rpa=False, windows=("0.5", "run"))
+    df = pd.DataFrame(rows)
+    methods = set(df["method"])
+    assert {"EEGNet zero-shot", "EEGNet head", "EEGNet align+head", "TS+LR", "MDM", "RCT MDM",
+            "EEGNet scratch"} <= methods and "CCA" not in methods
+    for _, cell in df.groupby("window"):  # one window and one test set per cell, for every method
+        assert cell["n_calibration"].nunique() == 1 and cell["n_test"].nunique() == 1
+        assert len(cell) == len(methods)
+    run = {"command": "test", "args": {"seed": 0, "device": "cpu"}, "pretraining": [info],
+           "wall_seconds": 1.0, "recipe_network": d["net"].to_dict(), "recipe_baselines": d["base"].to_dict(),
+           "dataset": d["name"]}
+    md = loso.write_results(df, [run], tmp_path / "out", title="fake").read_text()
+    assert "(1)" in md and "best baseline =" in md
+    moabb = pd.read_csv(tmp_path / "out" / "loso_moabb.csv")
+    assert {"score", "time", "samples", "subject", "session", "dataset", "pipeline"} <= set(moabb.columns)
+
+
+@pytest.mark.real
+def test_a_moabb_run_keeps_the_duplicated_recording_out_of_the_population(mne_data, tmp_path):
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    from eegtransfer.benchmark import run_benchmark
+
+    seen = []
+
+    class Spy(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            seen.append(len(X))
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.classes_[0])
+
+    run_benchmark(["Kalunga2016"], subjects=[3, 7], strategies=[], baselines=[], zero_shot=False,
+                  calibration_sizes=[0], pipelines={"spy": Spy()}, out_dir=tmp_path, plots=False)
+    # target 3's population is subject 7 without the copy of subject 3's run: 2 runs, 64 trials
+    # (96 with the copy); target 7's population is subject 3: 64 trials
+    assert sorted(seen) == [64, 64]

@@ -1,7 +1,6 @@
 """Every adaptation strategy: what it changes, label-free use, the guard, curves, alignment."""
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import target_split
 
@@ -13,8 +12,8 @@ from eegtransfer.adaptation.alignment import (
     mean_covariance,
 )
 from eegtransfer.bundle import Bundle
-from eegtransfer.curve import calibration_curve, paired_bootstrap_ci, plot_curve, stop_rule
 from eegtransfer.errors import EEGTransferError
+from eegtransfer.evaluation.curve import block_bootstrap_upper, calibration_curve, plot_curve, stop_rule
 from eegtransfer.models import batchnorm_modules, final_parameter_names
 
 
@@ -143,50 +142,45 @@ def test_auto_reports_choice(fake_population, fake_trials):
     assert patient.predict(Xt).shape == (len(Xt),)
 
 
-def test_curve_and_stop_rule_on_fake_data(fake_population, fake_trials, tmp_path):
+def test_curve_gives_every_strategy_the_same_window_and_test(fake_population, fake_trials, tmp_path):
     X, meta, _ = fake_trials
     subj = (meta["subject"] == "1").to_numpy()
     Xs, ms = X[subj], meta[subj].reset_index(drop=True)
-    curve = calibration_curve(fake_population, Xs, ms, minutes=[0, 0.1, 0.5, "run"],
+    curve = calibration_curve(fake_population, Xs, ms, minutes=[0, 0.01, "run"],
                               strategies=["none", "bn", "head"], epochs=3)
-    assert len(curve) == 4 * 3
-    assert set(curve["strategy"]) == {"none", "bn", "head"}
-    assert curve["n_test"].nunique() == 1  # every row scored on the same later trials
-    first_run = ms["run"] == ms["run"].iloc[0]
-    assert curve["n_test"].iloc[0] == int((~first_run).sum())
-    ok = curve["accuracy"].notna()
-    assert ((curve.loc[ok, "accuracy"] >= 0) & (curve.loc[ok, "accuracy"] <= 1)).all()
-    assert (curve.loc[~ok, "reason"].str.len() > 0).all()  # every missing point says why
-    # zero-shot runs at 0 minutes; nothing else does
-    at0 = curve[curve["minutes"] == 0]
-    assert at0.set_index("strategy")["accuracy"].notna().to_dict() == {"none": True, "bn": False, "head": False}
-    assert curve[(curve["strategy"] == "head") & np.isclose(curve["minutes"], curve["minutes"].max())][
-        "accuracy"].notna().all()
-    rule = stop_rule(curve, strategy="head")
-    assert isinstance(rule["stop"], bool) and rule["reason"]
-    lo, hi = rule["ci"]
-    assert lo <= rule["gain"] <= hi
-    assert rule["stop"] == (lo <= 0)
-    png = plot_curve(curve, tmp_path / "curve.png", title="fake")
-    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert len(curve) == 3 * 3 and set(curve["strategy"]) == {"none", "bn", "head"}
+    first_run = (ms["run"] == ms["run"].iloc[0]).to_numpy()
+    assert (curve["n_test"] == int((~first_run).sum())).all()  # the later run, for every row
+    for _, cell in curve.groupby("minutes"):  # one window per calibration amount, whatever the method
+        assert cell["n_calibration"].nunique() == 1 and cell["minutes_used"].nunique() == 1
+    grown = curve[curve["minutes"] == 0.01].iloc[0]
+    assert grown["grown"] and grown["minutes_used"] > 0.01  # grown until every class has 2 trials
+    at0 = curve[curve["minutes"] == 0].set_index("strategy")
+    assert at0["accuracy"].notna().to_dict() == {"none": True, "bn": False, "head": False}
+    assert (at0.loc[["bn", "head"], "reason"] == "no calibration data").all()
+    fig = plot_curve(curve, tmp_path / "curve.png", title="fake")
+    assert fig.axes and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_stop_rule_decides_from_paired_gain():
+def test_block_bootstrap_bound_covers_the_mean_and_widens_with_dependence():
     rng = np.random.default_rng(0)
-    base = rng.random(200) < 0.5
+    d = rng.choice([-1.0, 0.0, 1.0], size=64, p=[0.2, 0.5, 0.3])
+    up1 = block_bootstrap_upper(d, block=1)
+    assert up1 > d.mean()
+    runs = np.repeat(d[:16], 4)  # strongly dependent neighbours: blocks must see it
+    assert block_bootstrap_upper(runs, block=4) > block_bootstrap_upper(runs, block=1)
 
-    def curve(later):
-        return pd.DataFrame({"strategy": ["head", "head"], "minutes": [1.0, 2.0],
-                             "accuracy": [base.mean(), later.mean()], "correct": [base, later]})
 
-    big = base | (rng.random(200) < 0.6)  # +30 points on the same trials
-    assert not stop_rule(curve(big))["stop"]
-    same = base.copy()
-    same[:2] = ~same[:2]  # two trials flip: no measurable gain
-    r = stop_rule(curve(same))
-    assert r["stop"] and "includes zero" in r["reason"]
-    gain, (lo, hi) = paired_bootstrap_ci(base, big)
-    assert gain == pytest.approx(big.mean() - base.mean()) and lo > 0
+def test_stop_rule_uses_calibration_trials_only(fake_population, fake_trials):
+    X, meta, _ = fake_trials
+    subj = (meta["subject"] == "1").to_numpy()
+    Xs, ys = X[subj], meta["label"][subj].to_numpy()
+    rule = stop_rule(fake_population, Xs[:40], ys[:40], strategy="head")
+    assert rule["n_inner_test"] + rule["n_full"] == 40 and rule["n_half"] <= rule["n_full"] // 2 + 1
+    assert rule["upper"] >= rule["gain"] and rule["stop"] == (rule["upper"] < rule["margin"])
+    assert ("is below the margin" in rule["reason"]) == rule["stop"]
+    few = stop_rule(fake_population, Xs[:4], ys[:4], strategy="head")
+    assert not few["stop"] and few["reason"].startswith("keep recording")
 
 
 def test_euclidean_alignment_whitens_mean_covariance(fake_trials):

@@ -77,14 +77,14 @@ def covariances(ext: np.ndarray) -> np.ndarray:
 
 
 def within_subject_pipelines() -> dict[str, Any]:
-    """Filter-bank TS+LR and MDM on covariances, fitted on one subject's calibration trials."""
+    """TS+LR and MDM on covariances (filter-bank ones for SSVEP), fitted on one subject's calibration."""
     from pyriemann.classification import MDM
     from pyriemann.tangentspace import TangentSpace
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    return {"FB TS+LR": make_pipeline(TangentSpace(metric="riemann"), LogisticRegression(max_iter=1000)),
-            "FB MDM": MDM(metric="riemann")}
+    return {"TS+LR": make_pipeline(TangentSpace(metric="riemann"), LogisticRegression(max_iter=1000)),
+            "MDM": MDM(metric="riemann")}
 
 
 def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, C_cal: np.ndarray,

@@ -1,0 +1,195 @@
+"""Leave-one-subject-out through the one protocol, ours against the baselines, for any MOABB dataset.
+
+For every target subject (:mod:`eegtransfer.evaluation.protocol`): the test is all of its runs
+after the first; calibration is each window (first 1 or 2 minutes, or the whole first run,
+grown until every class has 2 trials), the same trials for every method; the population is
+every other subject, known duplicated recordings removed on load. Ours: one network pretrained
+per target (and once with Euclidean alignment), then each adaptation strategy. Baselines
+(:mod:`eegtransfer.evaluation.baselines`): covariance TS+LR and MDM within subject (filter-bank
+covariances for SSVEP classes, broadband otherwise), RCT and RPA with the population, a CCA
+detector for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
+window and method: :func:`run_loso` returns them and :func:`write_results` makes every table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import baselines as bl
+from .protocol import calibration_window, split_target
+
+PLAIN = ("bn", "head", "bn+head", "last-k", "auto")
+ALIGNED = ("align", "align+head", "align+last-k")
+PRETRAIN = {"epochs": 25, "patience": 10, "lr": 1e-2, "batch_size": 64}
+WINDOWS = ("1", "2", "run")
+
+
+def load(dataset: Any, sfreq: float | None = None) -> dict[str, Any]:
+    """Every subject at the network's recipe and at the dataset's default recipe for the baselines.
+
+    Both recipes cut the same trials (checked). ``sfreq`` lowers the network's input rate (its
+    low-pass follows); ``None`` keeps the default.
+    """
+    from ..io.moabb import dataset_name, default_recipe, get_dataset, load_dataset
+
+    dataset = get_dataset(dataset) if isinstance(dataset, str) else dataset
+    base = default_recipe(dataset)
+    net = base if sfreq is None else default_recipe(dataset, sfreq=sfreq, h_freq=min(base.h_freq, sfreq / 2 - 2))
+    subjects = list(dataset.subject_list)
+    Xn, meta, _ = load_dataset(dataset, subjects, net, on_missing="skip")
+    Xb, meta_b = (Xn, meta) if net is base else load_dataset(dataset, subjects, base, on_missing="skip")[:2]
+    cols = ["subject", "session", "run", "onset", "label"]
+    if not meta[cols].equals(meta_b[cols]):
+        raise RuntimeError("the two recipes cut different trials")
+    freqs = bl.ssvep_frequencies(sorted(meta["label"].unique()))
+    ext = bl.filter_bank(Xb, base.sfreq, list(freqs.values())) if freqs else Xb
+    return {"name": dataset_name(dataset), "Xn": Xn, "Xb": Xb, "C": bl.covariances(ext), "meta": meta,
+            "net": net, "base": base, "ssvep": bool(freqs)}
+
+
+def windows_for(mt: pd.DataFrame, first: np.ndarray, tmax: float,
+                windows: tuple[str, ...] = WINDOWS) -> dict[str, Any]:
+    """The protocol's calibration windows of one target: label -> (window, mask over its trials)."""
+    out = {}
+    for label in windows:
+        kw = {"fraction": 1.0} if label == "run" else {"minutes": float(label)}
+        w = calibration_window(mt[first], trial_seconds=tmax, **kw)
+        mask = np.zeros(len(mt), bool)
+        mask[np.flatnonzero(first)[w.mask]] = True
+        out[label] = (w, mask)
+    return out
+
+
+def ours(pops: dict[bool, Any], X: np.ndarray, y: np.ndarray, cal: np.ndarray, test: np.ndarray, *,
+         model: str, device: str, seed: int, adapt_epochs: int) -> list[dict[str, Any]]:
+    """Every strategy on the plain and the aligned population: name, predictions, seconds, guard."""
+    from ..adaptation import adapt
+
+    rows = []
+    for aligned, strategies in ((False, PLAIN), (True, ALIGNED)):
+        for strategy in strategies:
+            t0 = time.perf_counter()
+            b = adapt(pops[aligned], X[cal], y[cal], strategy=strategy, device=device, seed=seed,
+                      epochs=adapt_epochs, patience=20)
+            a = b.adaptation
+            rows.append({"method": f"{model} {strategy}", "family": "ours", "pred": b.predict(X[test]),
+                         "seconds": time.perf_counter() - t0, "guard": a.guard.kept if a.guard else None,
+                         "chosen": a.chosen})
+    return rows
+
+
+def baseline_rows(d: dict[str, Any], t: np.ndarray, cal: np.ndarray, test: np.ndarray, *, model: str,
+                  device: str, seed: int, adapt_epochs: int, rpa: bool) -> list[dict[str, Any]]:
+    """Every baseline on the same calibration and test trials."""
+    meta, C = d["meta"], d["C"]
+    y = meta["label"].astype(str).to_numpy()
+    Ct, yt, Xb = C[t], y[t], d["Xb"][t]
+    rows = []
+
+    def timed(name: str, fn: Callable[[], np.ndarray]) -> None:
+        t0 = time.perf_counter()
+        rows.append({"method": name, "family": "baseline", "pred": fn(), "seconds": time.perf_counter() - t0})
+
+    prefix = "FB " if d["ssvep"] else ""
+    for name, pipe in bl.within_subject_pipelines().items():
+        timed(prefix + name.removeprefix("FB "), lambda p=pipe: p.fit(Ct[cal], yt[cal]).predict(Ct[test]))
+    if d["ssvep"]:
+        timed("CCA", lambda: bl.CCADetector(sfreq=d["base"].sfreq, max_freq=d["base"].h_freq)
+              .fit(Xb[cal], yt[cal]).predict(Xb[test]))
+    pop = ~t
+    for kind in ("RCT", "RPA") if rpa else ("RCT",):
+        t0 = time.perf_counter()
+        preds = bl.transfer_predict(C[pop], y[pop], meta["subject"][pop].to_numpy(), Ct[cal], yt[cal],
+                                    Ct[test], rotate=kind == "RPA")
+        for clf, pred in preds.items():
+            rows.append({"method": f"{kind} {clf}", "family": "baseline", "pred": pred,
+                         "seconds": (time.perf_counter() - t0) / len(preds)})
+    Xn = d["Xn"][t]
+    timed(f"{model} scratch", lambda: bl.scratch_predict(model, d["net"], sorted(set(y.tolist())), Xn[cal],
+                                                        yt[cal], Xn[test], epochs=int(1.5 * adapt_epochs),
+                                                        seed=seed, device=device))
+    return rows
+
+
+def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows: tuple[str, ...] = WINDOWS,
+               epochs: int = PRETRAIN["epochs"], adapt_epochs: int = 100, rpa: bool = True,
+               device: str = "cpu", seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All methods for one target subject: (rows, pretraining facts)."""
+    from ..pretrain import pretrain
+
+    meta = d["meta"]
+    t = (meta["subject"].astype(str) == str(target)).to_numpy()
+    mt = meta[t].reset_index(drop=True)
+    first, test = split_target(mt)
+    y = mt["label"].astype(str).to_numpy()
+    Xt, pop = d["Xn"][t], ~t
+    pops, info = {}, {"target": target, "n_test": int(test.sum())}
+    for aligned in (False, True):
+        t0 = time.perf_counter()
+        pops[aligned] = pretrain(d["Xn"][pop], meta["label"][pop].to_numpy(), meta[pop], d["net"], model=model,
+                                 align=aligned, device=device, seed=seed, **{**PRETRAIN, "epochs": epochs})
+        info["aligned" if aligned else "plain"] = {
+            "seconds": round(time.perf_counter() - t0, 1), "epochs": len(pops[aligned].history["epochs"]),
+            "best_epoch": pops[aligned].history["best_epoch"], "val_acc": pops[aligned].metrics.get("val_acc")}
+    zero = pops[False].predict(Xt[test])
+    rows = []
+    kw = {"model": model, "device": device, "seed": seed, "adapt_epochs": adapt_epochs}
+    for label, (w, cal) in windows_for(mt, first, d["net"].tmax, windows).items():
+        cell = {"dataset": d["name"], "subject": target, "window": label, "minutes_used": w.minutes_used,
+                "grown": w.grown, "n_calibration": w.n_trials, "n_test": int(test.sum())}
+        methods = [{"method": f"{model} zero-shot", "family": "reference", "pred": zero, "seconds": 0.0}]
+        methods += ours(pops, Xt, y, cal, test, **kw) + baseline_rows(d, t, cal, test, rpa=rpa, **kw)
+        for m in methods:
+            pred = np.asarray(m.pop("pred")).astype(str)
+            rows.append({**cell, **m, "accuracy": float((pred == y[test]).mean())})
+    return rows, info
+
+
+def moabb_results(df: pd.DataFrame) -> pd.DataFrame:
+    """The per-subject table in MOABB's results format (for ``moabb.analysis`` plots and statistics).
+
+    One row per (subject, window, method): ``score``, ``time``, ``samples``, ``subject``,
+    ``session``, ``dataset`` and ``pipeline`` (method @ window).
+    """
+    return pd.DataFrame({"score": df["accuracy"], "time": df["seconds"], "samples": df["n_calibration"],
+                         "subject": df["subject"].astype(str), "session": "0",
+                         "dataset": df.get("dataset", "dataset"),
+                         "pipeline": [f"{m} @ {w}" for m, w in zip(df["method"], df["window"].astype(str))]})
+
+
+def write_results(df: pd.DataFrame, runs: list[dict[str, Any]], out: Path, *, title: str,
+                  merged: str | None = None) -> Path:
+    """``loso.csv`` (per subject), ``loso_moabb.csv`` (MOABB format) and ``loso.md`` (every table)."""
+    from ..io import duplicates_note
+    from .stats import benchmark_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "loso.csv", index=False)
+    moabb_results(df).to_csv(out / "loso_moabb.csv", index=False)
+    pre = sorted((p for r in runs for p in r["pretraining"]), key=lambda p: int(p["target"]))
+    model = str(df.loc[df["family"] == "reference", "method"].iloc[0])
+    lines = [f"# {title}", "", "Commands (OMP_NUM_THREADS=1; parts run side by side, then merged):", "",
+             "```", *[r["command"] for r in runs], *([merged] if merged else []), "```", "",
+             f"- Wall time: {max(r['wall_seconds'] for r in runs) / 60:.1f} min (the longest part); seed "
+             f"{runs[0]['args']['seed']}; device {runs[0]['args']['device']}.",
+             f"- Duplicated recordings: {duplicates_note(runs[0].get('dataset', 'Kalunga2016'))}.",
+             f"- Network recipe {json.dumps(runs[0]['recipe_network'])}; baselines use the dataset's "
+             f"default recipe {json.dumps(runs[0]['recipe_baselines'])}. Both cut the same trials.",
+             f"- Pretraining ({model.split()[0]}, AdamW, early stopping on 2 held-out population subjects): "
+             f"{json.dumps(PRETRAIN)}; population validation accuracy per target, plain / aligned: "
+             + ", ".join(f"{p['target']}: {p['plain']['val_acc']:.2f} / {p['aligned']['val_acc']:.2f}" for p in pre)
+             + ".",
+             "- Calibration windows (minutes actually used and trials, mean over subjects): "
+             + "; ".join(f"{w}: {g['minutes_used'].mean():.2f} min, {g['n_calibration'].mean():.1f} trials, "
+                         f"grown for {int(g.drop_duplicates('subject')['grown'].sum())} of "
+                         f"{g['subject'].nunique()} subjects" for w, g in df.groupby("window", sort=False)) + ".",
+             "", benchmark_markdown(df, reference=model), ""]
+    (out / "loso.md").write_text("\n".join(lines))
+    return out / "loso.md"
