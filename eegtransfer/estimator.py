@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import logging
 import os
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval
 
 from .errors import EEGTransferError
 
@@ -116,6 +118,29 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
 
     __metadata_request__fit = {"subjects": True, "X_target_labeled": True,
                                "y_target_labeled": True, "X_target_unlabeled": True}
+
+    # Checked by sklearn's _validate_params at the start of fit (and by its estimator checks).
+    _parameter_constraints: dict = {
+        "model": [str],
+        "strategy": [str],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "adapt_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "adapt_lr": [Interval(Real, 0, None, closed="neither"), None],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "val_fraction": [Interval(Real, 0, 1, closed="left")],
+        "k": [Interval(Integral, 0, None, closed="left")],
+        "align": ["boolean"],
+        "guard": ["boolean"],
+        "min_calibration_per_class": [Interval(Integral, 1, None, closed="left")],
+        "sfreq": [Interval(Real, 0, None, closed="neither")],
+        "channels": [list, None],
+        "model_kwargs": [dict, None],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "device": [str],
+        "cache_dir": [str, os.PathLike, "boolean", None],
+    }
 
     def __init__(
         self,
@@ -224,6 +249,7 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
         """
         from .adaptation import parse_strategy
 
+        self._validate_params()
         Xs = self._trials(X)
         y = np.asarray(y)
         if len(y) != len(Xs):

@@ -160,3 +160,30 @@ def test_new_classes_in_calibration_get_a_new_head(tmp_path):
     assert est.bundle_.classes == ["7", "8"] and est.adaptation_["new_head"]
     assert set(est.predict(X)) <= {7, 8}
     assert est.predict_proba(X[:3])[:, :3].sum() == 0  # population classes are not predicted
+
+
+# scikit-learn's own checks that apply to an estimator of 3-D trials. The others generate 2-D
+# tables (n_samples, n_features), which this estimator refuses by design (its tags say so):
+# fitting, cloning and refitting on trials is covered by the tests above.
+API_CHECKS = ["check_no_attributes_set_in_init", "check_parameters_default_constructible",
+              "check_get_params_invariance", "check_set_params", "check_estimator_cloneable",
+              "check_estimator_repr", "check_do_not_raise_errors_in_init_or_set_params",
+              "check_estimators_unfitted", "check_mixin_order", "check_valid_tag_types",
+              "check_estimator_tags_renamed", "check_param_validation"]
+
+
+@pytest.mark.parametrize("check", API_CHECKS)
+def test_scikit_learn_estimator_checks(check):
+    from sklearn.utils import estimator_checks
+
+    getattr(estimator_checks, check)("SubjectAdaptiveClassifier", SubjectAdaptiveClassifier())
+
+
+def test_parameters_are_validated_before_any_training():
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X = np.zeros((4, 2, 64), dtype=np.float32)
+    with pytest.raises(InvalidParameterError, match="'epochs' parameter"):
+        SubjectAdaptiveClassifier(epochs=0).fit(X, ["a", "b", "a", "b"])
+    with pytest.raises(InvalidParameterError, match="'val_fraction' parameter"):
+        SubjectAdaptiveClassifier(val_fraction=1.5).fit(X, ["a", "b", "a", "b"])
