@@ -329,49 +329,33 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
            data_on_device: bool | None, fingerprint_extra: dict[str, Any] | None) -> History:
     t0 = time.perf_counter()
     configure_threads()
-    cuda = device.type == "cuda"
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
-    all_names = [n for n, _ in model.named_parameters()]
-    train_set = set(all_names) if trainable is None else set(trainable)
-    unknown = train_set - set(all_names)
-    if unknown:
-        raise EEGTransferError(f"trainable parameter(s) not in the model: {sorted(unknown)}")
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in train_set)
-    params = [p for n, p in model.named_parameters() if n in train_set]
-    if not params:
-        raise EEGTransferError("nothing to train: the trainable parameter list is empty")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    train_set = _set_trainable(model, trainable)
+    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if n in train_set], lr=lr,
+                            weight_decay=weight_decay)
     Xt = _to_tensor(X, device, torch.float32, data_on_device)
     yt = _to_tensor(y, device, torch.long, same_device(Xt.device, device))
-    n = len(yt)
-    if n == 0:
+    if len(yt) == 0:
         raise EEGTransferError("no training trials")
-    has_val = X_val is not None and y_val is not None and len(y_val) > 0
-    if has_val:
+    val = None
+    if X_val is not None and y_val is not None and len(y_val) > 0:
         Xv = _to_tensor(X_val, device, torch.float32, data_on_device)
-        yv = _to_tensor(y_val, device, torch.long, same_device(Xv.device, device))
+        val = (Xv, _to_tensor(y_val, device, torch.long, same_device(Xv.device, device)))
     batches = _Batcher(Xt, yt, device, batch_size)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
-    loss_fn = nn.CrossEntropyLoss()
-    hist = History()
-    best_loss, best_state, bad, start = float("inf"), None, 0, 0
+    stop, hist, start = _EarlyStopping(patience if val is not None else None), History(), 0
     ckpt = Path(checkpoint) if checkpoint else None
-    fingerprint = None
-    if ckpt is not None:
-        fingerprint = {
-            "params": [[k, list(p.shape)] for k, p in model.named_parameters()],
-            "trainable": sorted(train_set), "n_train": n, "n_val": len(y_val) if has_val else 0,
-            "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
-            "data": {"train": data_digest(X, y),
-                     "val": data_digest(X_val, y_val) if has_val else None},
-            "extra": json.loads(json.dumps(fingerprint_extra or {}, sort_keys=True, default=str)),
-        }
+    fingerprint = None if ckpt is None else {
+        "params": [[k, list(p.shape)] for k, p in model.named_parameters()],
+        "trainable": sorted(train_set), "n_train": len(yt), "n_val": 0 if val is None else len(y_val),
+        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+        "data": {"train": data_digest(X, y), "val": None if val is None else data_digest(X_val, y_val)},
+        "extra": json.loads(json.dumps(fingerprint_extra or {}, sort_keys=True, default=str)),
+    }
     if ckpt is not None and ckpt.exists():
-        resumed = _load_checkpoint(ckpt, fingerprint, model, opt, gen, device)
-        best_state, best_loss, bad, start, hist = resumed
+        stop.best_state, stop.best_loss, stop.bad, start, hist = _load_checkpoint(
+            ckpt, fingerprint, model, opt, gen, device)
         logger.info("%s: resumed from %s at epoch %d", desc, ckpt, start)
         if hist.stopped_early:
             start = epochs  # it had already stopped: nothing left to train
@@ -380,66 +364,106 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
 
     # disable=None: a bar on a terminal only, never a wall of carriage returns in a log
     bar = tqdm(range(start, epochs), desc=desc, disable=None if progress else True, leave=False)
-    mode = None if trainable is None else train_set
     for epoch in bar:
         te = time.perf_counter()
-        set_train_mode(model, mode)
-        perm = torch.randperm(n, generator=gen)
-        if not batches.staged:
-            perm = perm.to(Xt.device)
-        # Sums stay on the device: one host sync per epoch, not two per batch.
-        total = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        total_f, correct_f, seen = 0.0, 0, 0
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            if len(idx) < 2 and n >= 2:  # a batch of one breaks batch-norm
-                continue
-            xb, yb = batches(idx)
-            with autocast:
-                out = model(xb)
-                loss = loss_fn(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                if cuda:  # no host sync per batch
-                    total += loss.detach() * len(idx)
-                    correct += (out.argmax(1) == yb).sum()
-                else:  # on the CPU a float is cheaper than a tensor op
-                    total_f += float(loss) * len(idx)
-                    correct_f += int((out.argmax(1) == yb).sum())
-            seen += len(idx)
-        rec = {"epoch": epoch, "train_loss": (float(total) + total_f) / max(seen, 1),
-               "train_acc": (int(correct) + correct_f) / max(seen, 1)}
-        if has_val:
-            vl, va = evaluate(model, Xv, yv, device=device, batch_size=max(batch_size, 256))
-            rec.update(val_loss=vl, val_acc=va)
-            if vl < best_loss - 1e-6:
-                best_loss, bad = vl, 0
-                best_state = _copy_state(model, best_state)
-                hist.best_epoch = epoch
-            else:
-                bad += 1
-        else:
+        set_train_mode(model, None if trainable is None else train_set)
+        rec = {"epoch": epoch, **_run_epoch(model, opt, batches, gen, batch_size, device)}
+        if val is not None:
+            rec["val_loss"], rec["val_acc"] = evaluate(model, *val, device=device,
+                                                       batch_size=max(batch_size, 256))
+        if stop.update(rec.get("val_loss"), epoch, model):
             hist.best_epoch = epoch
-        stop = has_val and patience is not None and bad >= patience
-        hist.stopped_early = bool(stop)
+        hist.stopped_early = stop.should_stop()
         rec["seconds"] = time.perf_counter() - te
         hist.epochs.append(rec)
         bar.set_postfix({k: round(v, 3) for k, v in rec.items() if k != "epoch"})
         if ckpt is not None:
-            _save_checkpoint(ckpt, model, opt, best_state, best_loss, bad, epoch, hist, gen, fingerprint,
-                             device)
-        if stop:
+            _save_checkpoint(ckpt, model, opt, stop.best_state, stop.best_loss, stop.bad, epoch, hist, gen,
+                             fingerprint, device)
+        if hist.stopped_early:
             break
-    if has_val and best_state is not None:
-        model.load_state_dict(best_state)
+    if val is not None and stop.best_state is not None:
+        model.load_state_dict(stop.best_state)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def _set_trainable(model: nn.Module, trainable: list[str] | None) -> set[str]:
+    """Freeze every parameter not in ``trainable`` (``None``: train all); return the trained names."""
+    names = [n for n, _ in model.named_parameters()]
+    train_set = set(names) if trainable is None else set(trainable)
+    unknown = train_set - set(names)
+    if unknown:
+        raise EEGTransferError(f"trainable parameter(s) not in the model: {sorted(unknown)}")
+    if not train_set:
+        raise EEGTransferError("nothing to train: the trainable parameter list is empty")
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in train_set)
+    return train_set
+
+
+class _EarlyStopping:
+    """Keep the weights of the epoch with the lowest validation loss; stop after ``patience`` worse ones.
+
+    Without validation (``patience=None`` and no loss given) the last epoch is the best.
+    """
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best_loss, self.best_state, self.bad = float("inf"), None, 0
+
+    def update(self, val_loss: float | None, epoch: int, model: nn.Module) -> bool:
+        """Record an epoch; True when it is the best so far."""
+        if val_loss is None:
+            return True
+        if val_loss < self.best_loss - 1e-6:
+            self.best_loss, self.bad = val_loss, 0
+            self.best_state = _copy_state(model, self.best_state)
+            return True
+        self.bad += 1
+        return False
+
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad >= self.patience
+
+
+def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: _Batcher, gen: torch.Generator,
+               batch_size: int, device: torch.device) -> dict[str, float]:
+    """One pass over shuffled minibatches: mean training loss and accuracy."""
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    n = len(batches.y)
+    perm = torch.randperm(n, generator=gen)
+    if not batches.staged:
+        perm = perm.to(batches.X.device)
+    # Sums stay on the device: one host sync per epoch, not two per batch.
+    total = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    total_f, correct_f, seen = 0.0, 0, 0
+    for i in range(0, n, batch_size):
+        idx = perm[i:i + batch_size]
+        if len(idx) < 2 and n >= 2:  # a batch of one breaks batch-norm
+            continue
+        xb, yb = batches(idx)
+        with autocast:
+            out = model(xb)
+            loss = nn.functional.cross_entropy(out.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            if cuda:  # no host sync per batch
+                total += loss.detach() * len(idx)
+                correct += (out.argmax(1) == yb).sum()
+            else:  # on the CPU a float is cheaper than a tensor op
+                total_f += float(loss) * len(idx)
+                correct_f += int((out.argmax(1) == yb).sum())
+        seen += len(idx)
+    return {"train_loss": (float(total) + total_f) / max(seen, 1),
+            "train_acc": (int(correct) + correct_f) / max(seen, 1)}
 
 
 def data_digest(X: Any, y: Any, *, full_below: int = 1 << 26, n_blocks: int = 1024,
