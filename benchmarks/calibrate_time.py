@@ -45,7 +45,7 @@ def make_population(folder: Path, out: Path, epochs: int) -> Path:
 
     from eegtransfer.io import load_recording
     from eegtransfer.preprocessing import Recipe
-    from eegtransfer.pretrain import pretrain
+    from eegtransfer.training.pretraining import pretrain
 
     recipe = Recipe(channels=KALUNGA, sfreq=128.0, tmin=1.0, tmax=5.0, l_freq=4.0, h_freq=45.0)
     recs = [load_recording(folder / f"subject{s:02d}_run1_raw.fif", recipe, classes=sorted(KALUNGA_ID),

@@ -135,7 +135,7 @@ def loadavg() -> str:
 def time_pretraining(name: str, shape: dict[str, Any], X: Any, y: Any, *, epochs: int, warmup_trials: int,
                      batch_size: int, lr: float, device: str) -> dict[str, Any]:
     """Median seconds per epoch, ours vs EEGClassifier, epochs interleaved."""
-    from eegtransfer.engine import train
+    from eegtransfer.training.engine import train
 
     ours = build(name, shape)
     theirs = skorch_classifier(build(name, shape), lr=lr, batch_size=batch_size, epochs=1, device=device)
@@ -167,8 +167,8 @@ def time_head(bundle: Any, Xc: Any, labels: Any, *, epochs: int, repeats: int, d
     from skorch.callbacks import Freezer
 
     from eegtransfer.adaptation import adapt, chronological_split
-    from eegtransfer.engine import head_inputs, train
     from eegtransfer.models import HEAD
+    from eegtransfer.training.engine import head_inputs, train
 
     kw = dict(strategy="head", epochs=epochs, patience=epochs, device=device, seed=0)
     adapt(bundle, Xc, labels, **kw)  # warm-up
@@ -228,7 +228,7 @@ def memory_child(framework: str, name: str, n_trials: int, batches: int, batch_s
     """In a fresh process: peak RSS of training ``name`` on the BNCI-shaped set for ``batches`` batches."""
     import torch
 
-    from eegtransfer.engine import train
+    from eegtransfer.training.engine import train
 
     X, y = synthetic_bnci(n_trials)
     rss_data = peak_rss_mb()
@@ -312,7 +312,7 @@ def profile_top(name: str, shape: dict[str, Any], X: Any, y: Any, batch_size: in
     import torch
     from torch.profiler import profile
 
-    from eegtransfer.engine import train
+    from eegtransfer.training.engine import train
 
     model = build(name, shape)
     n = min(len(y), 3 * batch_size)
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from eegtransfer.engine import resolve_device
+    from eegtransfer.training.engine import resolve_device
 
     logging.getLogger("mne").setLevel(logging.ERROR)
     torch.set_num_threads(threads)
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     # head adaptation of one calibration run
     if kal is not None:
         from eegtransfer.adaptation import select_calibration
-        from eegtransfer.pretrain import pretrain
+        from eegtransfer.training.pretraining import pretrain
 
         Xk, meta_k, recipe_k = kal
         tgt = (meta_k["subject"].astype(str) == "1").to_numpy()

@@ -1,9 +1,20 @@
 """eegtransfer: adapt population-pretrained braindecode EEG decoders to one person.
 
-Where a trial goes, from file to prediction::
+Where a trial goes, from file to prediction (read each subpackage's docstring in this order):
 
-    io (a file or a MOABB dataset -> MNE Raw + events)  ->  preprocessing (Recipe -> trials)
-         ->  models (braindecode)  ->  pretrain (population)  ->  adapt (one subject)  ->  bundle (disk)
+1. :mod:`eegtransfer.io`: a recording file (any MNE format) or a MOABB dataset becomes MNE
+   ``Raw`` plus events, channels matched by name.
+2. :mod:`eegtransfer.preprocessing`: one :class:`Recipe` (channels, reference, filters,
+   resampling, window, volts to µV, per-trial z-score) cuts the same trials for a population
+   and for a patient.
+3. :mod:`eegtransfer.models`: braindecode networks by name, their head and last blocks.
+4. :mod:`eegtransfer.training`: the engine, and :func:`pretrain` on a population.
+5. :mod:`eegtransfer.adaptation`: :func:`adapt` a population bundle to one patient's first
+   minutes (steps, guard, report).
+6. :mod:`eegtransfer.bundle`: a model with its recipe, classes and provenance on disk;
+   ``Bundle.predict`` gives the prediction.
+7. :mod:`eegtransfer.evaluation`: the one protocol, baselines, statistics, curves, benchmarks;
+   :mod:`eegtransfer.estimator` for MOABB pipelines; :mod:`eegtransfer.cli` for the command line.
 
 Heavy dependencies load lazily: ``import eegtransfer`` is cheap.
 """
@@ -16,13 +27,18 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Recipe": "preprocessing",
-    "Bundle": "bundle",
-    "select_calibration": "adapt",
+    "load_recording": "io",
     "load_dataset": "io",
+    "Recipe": "preprocessing",
     "build_model": "models",
-    "EEGTransferError": "errors",
+    "pretrain": "training",
+    "select_calibration": "adaptation",
+    "adapt": "adaptation",
+    "AdaptationReport": "adaptation",
+    "Bundle": "bundle",
+    "score_bundle": "evaluation",
     "SubjectAdaptiveClassifier": "estimator",
+    "EEGTransferError": "errors",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

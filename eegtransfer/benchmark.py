@@ -13,7 +13,7 @@ pooled with the population).
 Parallelism: MOABB fits the folds (one per held-out subject) with joblib,
 ``n_jobs`` of them at a time. With ``dask_scheduler`` (an address or a
 ``dask.distributed.Client``) the folds go to that Dask cluster through
-joblib's ``dask`` backend. The pretrain cache (:mod:`eegtransfer.cache`) makes
+joblib's ``dask`` backend. The pretrain cache (:mod:`eegtransfer.training.cache`) makes
 every strategy and calibration size of a fold share one population model.
 
 Across datasets, :func:`adapt_across_datasets` pretrains on one dataset and
@@ -371,7 +371,7 @@ def run_benchmark(
     paradigm : MOABB paradigm | None
         Default: :func:`paradigm_for` each dataset.
     cache_dir : path | None
-        Pretrain cache (see :mod:`eegtransfer.cache`).
+        Pretrain cache (see :mod:`eegtransfer.training.cache`).
     out_dir : path | None
         Where to write ``results.csv``, ``calibration_curve.csv``, the plots
         and MOABB's HDF5 results; ``None`` writes nothing but MOABB's files

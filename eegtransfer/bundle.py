@@ -201,7 +201,7 @@ class Bundle:
         """
         import torch
 
-        from .engine import predict_logits
+        from .training.engine import predict_logits
 
         logits = predict_logits(self.model, self.prepare_input(X), device=device)
         return torch.softmax(torch.as_tensor(logits), dim=1).numpy()
@@ -222,7 +222,7 @@ class Bundle:
 
     def to(self, device: str) -> Bundle:
         """Move the model to ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``...), in place; return self."""
-        from .engine import resolve_device
+        from .training.engine import resolve_device
 
         self.model.to(resolve_device(device))
         return self
@@ -326,7 +326,7 @@ class Bundle:
         except RuntimeError as err:
             raise BundleError(f"{wfile}: weights do not fit {m['name']} as configured: "
                               f"{str(err).splitlines()[0]}") from None
-        from .engine import resolve_device
+        from .training.engine import resolve_device
 
         model.to(resolve_device(device)).eval()
         b = cls(model, m["name"], recipe, meta["classes"], model_kwargs=m.get("kwargs"),

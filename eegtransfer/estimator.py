@@ -20,7 +20,7 @@ by default, so no ``set_fit_request`` call is needed; call
 ``fit`` then
 
 1. pretrains a braindecode model on ``X, y`` (the population), through the
-   pretrain cache (:mod:`eegtransfer.cache`) so every strategy and every
+   pretrain cache (:mod:`eegtransfer.training.cache`) so every strategy and every
    calibration size of a fold reuses one population model;
 2. adapts it to the target slice with :func:`eegtransfer.adaptation.adapt` and
    ``strategy``.
@@ -210,7 +210,7 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
                   recipe: Any, classes: list[str]) -> tuple[Any, bool | None]:
         import pandas as pd
 
-        from .pretrain import pretrain
+        from .training.pretraining import pretrain
 
         subj = (np.asarray(subjects).astype(str) if subjects is not None
                 else np.full(len(X), "population"))
@@ -221,7 +221,7 @@ class SubjectAdaptiveClassifier(ClassifierMixin, BaseEstimator):
                   seed=self.seed)
         if self.cache_dir is False:
             return pretrain(X, labels, meta, recipe, device=self.device, **kw), None
-        from .cache import cached_pretrain
+        from .training.cache import cached_pretrain
 
         cache_dir = None if self.cache_dir in (None, True) else self.cache_dir
         return cached_pretrain(X, labels, meta, recipe, cache_dir=cache_dir, device=self.device, **kw)

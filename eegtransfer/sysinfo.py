@@ -54,7 +54,7 @@ def check_stack() -> str | None:
 
 def auto_device() -> str:
     """The device that ``device="auto"`` resolves to on this machine."""
-    from .engine import resolve_device
+    from .training.engine import resolve_device
 
     return str(resolve_device("auto"))
 

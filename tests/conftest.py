@@ -67,7 +67,7 @@ def fake_trials(fake_dataset, fake_recipe):
 @pytest.fixture(scope="session")
 def fake_population(fake_trials):
     """A tiny EEGNet pretrained on FakeDataset subjects 2-4 (CPU, seed 0)."""
-    from eegtransfer.pretrain import pretrain
+    from eegtransfer.training.pretraining import pretrain
 
     X, meta, recipe = fake_trials
     pop = (meta["subject"] != "1").to_numpy()

@@ -89,7 +89,7 @@ def test_cross_dataset_new_channels_rate_and_classes(tmp_path):
     """Pretrain on one FakeDataset, adapt on another: reordered + extra channel, 256 Hz, 2 new classes."""
     from eegtransfer.io import load_dataset
     from eegtransfer.preprocessing import Recipe
-    from eegtransfer.pretrain import pretrain
+    from eegtransfer.training.pretraining import pretrain
 
     warnings.filterwarnings("ignore")
     source = _fake(event_list=["a", "b", "c"], n_subjects=2)
@@ -116,7 +116,7 @@ def test_cross_dataset_kalunga_as_target(mne_data):
     """A population from a 512 Hz FakeDataset with Kalunga's channels shuffled plus one extra."""
     from eegtransfer.io import load_dataset
     from eegtransfer.preprocessing import Recipe
-    from eegtransfer.pretrain import pretrain
+    from eegtransfer.training.pretraining import pretrain
 
     warnings.filterwarnings("ignore")
     kal = ["Oz", "O1", "O2", "PO3", "POz", "PO7", "PO8", "PO4"]

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-import eegtransfer.pretrain as pretrain_mod
-from eegtransfer.cache import (
+import eegtransfer.training.pretraining as pretrain_mod
+from eegtransfer.training.cache import (
     PretrainCache,
     cache_key,
     cached_pretrain,
@@ -102,7 +102,7 @@ def test_lock_excludes_another_process(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from eegtransfer.cache import file_lock
+        from eegtransfer.training.cache import file_lock
         with file_lock(Path({str(lock)!r})):
             print("locked", flush=True)
             time.sleep(1.5)
@@ -180,7 +180,7 @@ def _lock_holder_code(lock, *, no_flock):
     return patch + textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from eegtransfer.cache import file_lock
+        from eegtransfer.training.cache import file_lock
         with file_lock(Path({str(lock)!r})):
             print("locked", flush=True)
             time.sleep(1.5)

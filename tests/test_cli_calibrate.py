@@ -68,7 +68,7 @@ def population(tmp_path_factory, kalunga_path) -> Path:
 
     from eegtransfer.io import load_recording
     from eegtransfer.preprocessing import Recipe
-    from eegtransfer.pretrain import pretrain
+    from eegtransfer.training.pretraining import pretrain
 
     recipe = Recipe(channels=KALUNGA, sfreq=128.0, tmin=1.0, tmax=5.0, l_freq=4.0, h_freq=45.0)
     recs = [load_recording(kalunga_path / f"subject{s:02d}_run1_raw.fif", recipe, classes=CLASSES,

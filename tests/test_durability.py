@@ -24,7 +24,7 @@ CHANS = ["C3", "Cz", "C4", "Pz"]
 PRETRAIN = textwrap.dedent("""
     import numpy as np, pandas as pd
     from eegtransfer.preprocessing import Recipe
-    from eegtransfer.pretrain import pretrain
+    from eegtransfer.training.pretraining import pretrain
 
     def population(out, ckpt, epochs=3):
         recipe = Recipe(channels=["C3", "Cz", "C4", "Pz"], sfreq=64.0, tmin=0.0, tmax=1.0, l_freq=2.0,
@@ -43,7 +43,7 @@ KILL = PRETRAIN + textwrap.dedent("""
     import os, signal, stat, sys
     from pathlib import Path
     import eegtransfer.bundle as bundle_mod
-    import eegtransfer.engine as engine_mod
+    import eegtransfer.training.engine as engine_mod
 
     out, ckpt, point, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)
@@ -182,7 +182,7 @@ def test_four_calibrations_at_once_match_a_lone_run(fake_population, fake_datase
 CACHED = textwrap.dedent("""
     import json, sys
     import numpy as np, pandas as pd
-    from eegtransfer.cache import cached_pretrain
+    from eegtransfer.training.cache import cached_pretrain
     from eegtransfer.preprocessing import Recipe
 
     recipe = Recipe(channels=["C3", "Cz", "C4", "Pz"], sfreq=64.0, tmin=0.0, tmax=1.0, l_freq=2.0,

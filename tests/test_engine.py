@@ -8,9 +8,9 @@ import torch
 from conftest import assert_state_equal
 from torch import nn
 
-from eegtransfer import engine
 from eegtransfer.errors import EEGTransferError
 from eegtransfer.models import HEAD, build_model
+from eegtransfer.training import engine
 
 N_CHANS, N_TIMES, SFREQ, N_CLASSES = 4, 128, 128.0, 3
 
@@ -293,7 +293,7 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path):
 
 
 def test_pretrain_checkpoint_remembers_alignment_and_subjects(fake_trials, tmp_path):
-    from eegtransfer.pretrain import pretrain
+    from eegtransfer.training.pretraining import pretrain
 
     X, meta, recipe = fake_trials
     one_run = (meta["run"] == meta["run"].iloc[0]).to_numpy()

@@ -7,7 +7,7 @@ from conftest import target_split
 from eegtransfer.adaptation import adapt
 from eegtransfer.evaluation import score_bundle
 from eegtransfer.io import KNOWN_DUPLICATES, load_dataset
-from eegtransfer.pretrain import pretrain
+from eegtransfer.training.pretraining import pretrain
 
 pytestmark = pytest.mark.real
 

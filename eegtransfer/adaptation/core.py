@@ -22,7 +22,7 @@ logger = logging.getLogger("eegtransfer")
 def run_steps(bundle: Bundle, steps: Sequence[Step], X: np.ndarray, labels: np.ndarray | None, *,
               X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
     """A copy of ``bundle`` on ``device`` with ``steps`` fitted in order (the population is untouched)."""
-    from ..engine import seed_everything
+    from ..training.engine import seed_everything
 
     seed_everything(seed)
     new = bundle.copy()
@@ -110,7 +110,7 @@ def adapt(
     patient : Bundle
         ``patient.adaptation`` is an :class:`AdaptationReport`.
     """
-    from ..engine import resolve_device
+    from ..training.engine import resolve_device
 
     t0 = time.perf_counter()
     dev = resolve_device(device)

@@ -96,8 +96,8 @@ def adabn(model: Any, X: np.ndarray, *, device: Any = None, batch_size: int = 25
     """
     import torch
 
-    from ..engine import model_device
     from ..models import batchnorm_modules
+    from ..training.engine import model_device
 
     bns = batchnorm_modules(model)
     if not bns:
@@ -149,7 +149,7 @@ class _Supervised(Step):
     def _train(self, bundle: Bundle, X: np.ndarray, y: np.ndarray, names: list[str] | None, lr: float,
                device: Any, seed: int) -> dict[str, Any]:
         """AdamW epochs on ``names`` with early stopping on the latest trials of each class."""
-        from ..engine import train
+        from ..training.engine import train
 
         fit, val = chronological_split(y, self.val_fraction)
         hist = train(bundle.model, X[fit], y[fit], X_val=X[val] if val.any() else None,
@@ -183,8 +183,8 @@ class Head(_Supervised):
 
     def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
             X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
-        from ..engine import head_inputs
         from ..models import HEAD, final_parameter_names, head_is_callable
+        from ..training.engine import head_inputs
 
         yi, new = self._labels(bundle, y, device)
         Xa = bundle.prepare_input(X)
@@ -248,7 +248,7 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = HEAD_L2,
     head : torch.nn.Module
         Maps ``feats`` to (n_trials, n_classes) logits.
     feats : torch.Tensor, shape (n_trials, ...)
-        Cached trunk outputs (:func:`eegtransfer.engine.head_inputs`).
+        Cached trunk outputs (:func:`eegtransfer.training.engine.head_inputs`).
     y : ndarray of int, shape (n_trials,)
     l2 : float
     max_iter : int

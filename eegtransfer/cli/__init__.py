@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_device_arg(args: argparse.Namespace) -> None:
     """Refuse a bad ``--device`` before any data is read."""
     if getattr(args, "device", None) is not None:
-        from ..engine import resolve_device
+        from ..training.engine import resolve_device
 
         resolve_device(args.device)
 

@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if args.strategy != "auto":
         parse_strategy(args.strategy)
 
-    from ..engine import resolve_device
     from ..evaluation import population_for, score_bundle
     from ..io.moabb import check_subjects, dataset_name, get_dataset, load_dataset
-    from ..pretrain import pretrain
+    from ..training.engine import resolve_device
+    from ..training.pretraining import pretrain
 
     device = resolve_device(args.device)
     dataset = get_dataset(args.dataset)

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
 
     bundle = Bundle.load(model_dir)
-    from ..engine import resolve_device
+    from ..training.engine import resolve_device
 
     device = resolve_device(args.device)
     proba = bundle.predict_proba(rec.X, device=str(device))

@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     labels = meta["label"].astype(str).to_numpy()
 
-    from ..engine import resolve_device
-    from ..pretrain import pretrain
+    from ..training.engine import resolve_device
+    from ..training.pretraining import pretrain
 
     device = resolve_device(args.device)
     bundle = pretrain(X, labels, meta, recipe, model=model, epochs=args.epochs, device=str(device),

@@ -220,8 +220,8 @@ def scratch_predict(model: str, recipe: Any, classes: list[str], X_cal: np.ndarr
     calibration trials (as for adaptation).
     """
     from ..adaptation import chronological_split
-    from ..engine import predict_logits, seed_everything, train
     from ..models import build_model
+    from ..training.engine import predict_logits, seed_everything, train
 
     seed_everything(seed)
     net = build_model(model, recipe.n_chans, len(classes), recipe.n_times, recipe.sfreq,

@@ -122,7 +122,7 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
                epochs: int = PRETRAIN["epochs"], adapt_epochs: int = 100, rpa: bool = True,
                device: str = "cpu", seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """All methods for one target subject: (rows, pretraining facts)."""
-    from ..pretrain import pretrain
+    from ..training.pretraining import pretrain
 
     meta = d["meta"]
     t = (meta["subject"].astype(str) == str(target)).to_numpy()

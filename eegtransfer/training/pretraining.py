@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .bundle import Bundle, package_versions
-from .errors import EEGTransferError
-from .preprocessing import Recipe
+from ..bundle import Bundle, package_versions
+from ..errors import EEGTransferError
+from ..preprocessing import Recipe
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -98,7 +98,7 @@ def pretrain(
     seed : int
         Seeds initialisation, dropout, batch order and the subject split.
     checkpoint : path | None
-        Resume an interrupted run from this file (see :func:`eegtransfer.engine.train`).
+        Resume an interrupted run from this file (see :func:`eegtransfer.training.engine.train`).
         A checkpoint of other data, subjects, alignment, classes or settings
         is refused with an error naming what differs.
 
@@ -106,8 +106,8 @@ def pretrain(
     -------
     bundle : Bundle
     """
+    from ..models import build_model, check_model_name
     from .engine import resolve_device, seed_everything, train
-    from .models import build_model, check_model_name
 
     model = check_model_name(model)
     X = np.asarray(X, dtype=np.float32)
@@ -125,7 +125,7 @@ def pretrain(
     seed_everything(seed)
     subjects = meta["subject"].astype(str).to_numpy()
     if align:
-        from .adaptation.alignment import align_per_group
+        from ..adaptation.alignment import align_per_group
 
         X = align_per_group(X, subjects)
     tr, va = split_by_subject(subjects, val_fraction=val_fraction, seed=seed)
@@ -179,7 +179,7 @@ def pretrain_on_dataset(
     Known duplicated recordings are removed on load
     (see :data:`eegtransfer.io.moabb.KNOWN_DUPLICATES`).
     """
-    from .io.moabb import dataset_name, get_dataset, load_dataset
+    from ..io.moabb import dataset_name, get_dataset, load_dataset
 
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)

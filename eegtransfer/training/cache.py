@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import EEGTransferError
+from ..errors import EEGTransferError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .bundle import Bundle
+    from ..bundle import Bundle
 
 logger = logging.getLogger("eegtransfer")
 
@@ -153,8 +153,8 @@ def pretrain_spec(
     device_type : str | None
         ``"cpu"``, ``"cuda"`` or ``"mps"``: where it trains (not which GPU).
     """
-    from . import __version__
-    from .bundle import package_versions
+    from .. import __version__
+    from ..bundle import package_versions
 
     versions = package_versions()
     return {
@@ -349,8 +349,8 @@ class PretrainCache:
         the entry. Any other error, e.g. a broken torch install, is raised and
         the entry kept: wiping a whole cache for it would cost days of training.
         """
-        from .bundle import Bundle
-        from .errors import BundleError
+        from ..bundle import Bundle
+        from ..errors import BundleError
 
         path = self.path(key)
         if not path.exists():
@@ -431,11 +431,11 @@ def cached_pretrain(
     classes: list[str] | None = None,
     **kwargs: Any,
 ) -> tuple[Bundle, bool]:
-    """:func:`eegtransfer.pretrain.pretrain` through a :class:`PretrainCache`.
+    """:func:`eegtransfer.training.pretraining.pretrain` through a :class:`PretrainCache`.
 
     Parameters
     ----------
-    X, labels, meta, recipe : as for :func:`~eegtransfer.pretrain.pretrain`.
+    X, labels, meta, recipe : as for :func:`~eegtransfer.training.pretraining.pretrain`.
     cache_dir : path | None
         See :func:`default_cache_dir`.
     data : dict | None
@@ -452,7 +452,7 @@ def cached_pretrain(
     hit : bool
     """
     from .engine import resolve_device
-    from .pretrain import pretrain
+    from .pretraining import pretrain
 
     not_in_key = {"device", "progress", "provenance", "checkpoint"}
     device_type = resolve_device(kwargs.get("device", "auto")).type
@@ -484,11 +484,11 @@ def cached_pretrain_on_dataset(
     """A population model of MOABB ``subjects``, keyed by dataset name rather than bytes.
 
     On a hit the dataset is not even loaded. See
-    :func:`eegtransfer.pretrain.pretrain_on_dataset` for the parameters.
+    :func:`eegtransfer.training.pretraining.pretrain_on_dataset` for the parameters.
     """
+    from ..io.moabb import dataset_name, default_recipe, get_dataset, load_dataset
     from .engine import resolve_device
-    from .io.moabb import dataset_name, default_recipe, get_dataset, load_dataset
-    from .pretrain import pretrain
+    from .pretraining import pretrain
 
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)

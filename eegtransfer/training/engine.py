@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import EEGTransferError
+from ..errors import EEGTransferError
 
 logger = logging.getLogger("eegtransfer")
 
@@ -563,7 +563,7 @@ def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, b
                      best_loss: float, bad: int, epoch: int, hist: History,
                      gen: torch.Generator, fingerprint: dict[str, Any], device: torch.device) -> None:
     """Write the training state atomically (a flushed temporary file, then a rename)."""
-    from .bundle import write_file_atomic
+    from ..bundle import write_file_atomic
 
     buf = io.BytesIO()
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
