@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .bundle import Bundle
 
 SEVERITIES = ("high", "medium", "low", "info")
+_SOLVERS = {"lbfgs": "L-BFGS"}
 _BOOTSTRAP = {"high": "danger", "medium": "warning", "low": "info", "info": "secondary"}
 #: Below this p-value a score counts as above chance (one-sided binomial test).
 ALPHA = 0.05
@@ -156,7 +157,8 @@ def _table(rows: list[tuple[str, Any]], header: tuple[str, ...] | None = None) -
     body = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(fmt_value(c))}"
                                      f"</{'th' if i == 0 else 'td'}>" for i, c in enumerate(row)) + "</tr>"
                    for row in rows)
-    return f"<table class='table table-sm w-auto'>{'<tr>' + head + '</tr>' if head else ''}{body}</table>"
+    return (f"<div class='table-responsive'><table class='table table-sm w-auto'>"
+            f"{'<tr>' + head + '</tr>' if head else ''}{body}</table></div>")
 
 
 def command_line() -> str | None:
@@ -350,7 +352,8 @@ def _population_findings(meta: dict[str, Any]) -> list[Finding]:
 def _guard_finding(adaptation: dict[str, Any]) -> Finding | None:
     guard, skipped = adaptation.get("guard"), adaptation.get("guard_skipped") or ""
     if guard:
-        if guard.get("kept") == "adapted":
+        # `kept` names a model (the adapted chain, "zero-shot", a label-free step); the reason says which won
+        if " did not beat " not in str(guard.get("reason", "")):
             return None
         return Finding("info", f"The guard kept the {guard['kept']} model, not the adapted one",
                        "On calibration trials that no compared model was fitted on, adapting did not beat "
@@ -555,7 +558,7 @@ def _training_text(history: dict[str, Any]) -> str:
     if history.get("iterations") is not None:
         # A full-batch solver (L-BFGS on the head) has no epochs to plot.
         return (f"No epoch-by-epoch curve: the head was fitted with "
-                f"{str(history.get('solver', 'a full-batch solver')).upper()} in {history['iterations']} "
+                f"{_SOLVERS.get(str(history.get('solver')), 'a full-batch solver')} in {history['iterations']} "
                 f"iterations, final objective {fmt_value(history.get('loss'))}.")
     return "Nothing was trained for this strategy."
 
@@ -583,7 +586,7 @@ def sensor_figure(ch_names: list[str], interpolated: list[str]) -> tuple[Figure 
     info = mne.create_info(placed, 100.0, "eeg")
     info.set_montage(montage, match_case=False, on_missing="ignore", verbose="error")
     info["bads"] = [c for c in placed if c in set(interpolated)]  # plot_sensors draws bads in red
-    fig = Figure(figsize=(4, 4), layout="constrained")
+    fig = Figure(figsize=(3.2, 3.2), layout="constrained")
     ax = fig.subplots()
     mne.viz.plot_sensors(info, kind="topomap", show_names=True, axes=ax, show=False)
     ax.set_title("red: interpolated" if info["bads"] else "no channel interpolated")
@@ -607,7 +610,7 @@ def _recordings_html(meta: dict[str, Any]) -> str:
             "channels renamed", "channels dropped", "channels interpolated", "length")
     full = "".join(f"<li><code>{html.escape(str(f['path']))}</code> SHA-256 <code>{html.escape(str(f.get('sha256')))}"
                    "</code></li>" for f in files)
-    return _table(rows, head) + f"<ul class='small'>{full}</ul>"
+    return _table(rows, head) + f"<ul class='small text-break'>{full}</ul>"
 
 
 def _validation_html(meta: dict[str, Any]) -> str:
