@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Recipe": "preprocessing",
     "Bundle": "bundle",
-    "select_calibration": "adapt",
+    "select_calibration": "adaptation",
     "load_dataset": "io",
     "build_model": "models",
     "EEGTransferError": "errors",
