@@ -13,7 +13,7 @@ ifeq ($(origin MNE_DATA), undefined)
 endif
 export MOABB_DOWNLOAD_PROVIDER ?= upstream
 
-.PHONY: install demo test lint lock clean
+.PHONY: install demo test lint lock docs clean
 
 # The lock pins the whole tree (torch and torchaudio as an exact pair), so a new release of
 # any dependency cannot break these commands; the last step fails with one line if they clash.
@@ -40,5 +40,9 @@ lock: install
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 	    -c requirements/pins.txt -o $(LOCK)
 
+# The documentation site (numpydoc API reference, sphinx-gallery examples shown but not run).
+docs: install
+	$(BIN)/sphinx-build -W -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) eegtransfer-demo .pytest_cache
+	rm -rf $(VENV) eegtransfer-demo .pytest_cache docs/_build docs/generated docs/auto_examples

@@ -12,12 +12,19 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 pytestmark = pytest.mark.real
 
 SMALL = {
-    "01_quickstart.ipynb": {"EEGTRANSFER_NB_POPULATION": "2,3", "EEGTRANSFER_NB_EPOCHS": "1",
-                            "EEGTRANSFER_NB_MINUTES": "2,run", "EEGTRANSFER_NB_STRATEGIES": "none,head"},
-    "02_moabb_benchmark.ipynb": {"EEGTRANSFER_NB_SUBJECTS": "1,2,3", "EEGTRANSFER_NB_EPOCHS": "1",
-                                 "EEGTRANSFER_NB_ADAPT_EPOCHS": "3", "EEGTRANSFER_NB_CAL_SIZES": "0.5",
-                                 "EEGTRANSFER_NB_STRATEGIES": "head", "EEGTRANSFER_NB_BASELINES": "MDM"},
+    "01_quickstart.ipynb": {"POPULATION": [2, 3], "EPOCHS": 1, "MINUTES": [2, "run"],
+                            "STRATEGIES": ["none", "head"], "CALIBRATION_MINUTES": 2},
+    "02_moabb_benchmark.ipynb": {"SUBJECTS": [1, 2, 3], "EPOCHS": 1, "ADAPT_EPOCHS": 3, "CALIBRATION_SIZES": [0.5],
+                                 "STRATEGIES": ["head"], "BASELINES": ["MDM"]},
 }
+
+
+def inject_parameters(nb, values: dict) -> None:
+    """What papermill does: a cell tagged ``injected-parameters`` right after the ``parameters`` cell."""
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    cell = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()))
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(at + 1, cell)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -27,13 +34,12 @@ def test_notebook_runs(name, mne_data, tmp_path, monkeypatch):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
     assert "parameters" in code[0].metadata.get("tags", [])
-    monkeypatch.setenv("MNE_DATA", str(mne_data))
+    assert 'os.environ.get("EEGTRANSFER_NB' not in code[0].source and "filterwarnings" not in "".join(
+        c.source for c in code)  # a plain parameters cell, no global warning filter
     monkeypatch.setenv("EEGTRANSFER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("EEGTRANSFER_NB_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    for key, value in SMALL[name].items():
-        monkeypatch.setenv(key, value)
+    inject_parameters(nb, {"MNE_DATA": str(mne_data), "OUT": str(tmp_path / "out"), **SMALL[name]})
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -43,4 +49,5 @@ def test_notebook_runs(name, mne_data, tmp_path, monkeypatch):
     if name.startswith("02"):
         assert (tmp_path / "out" / "results.csv").is_file()
     else:
-        assert (tmp_path / "quickstart_curve.png").is_file()
+        assert (tmp_path / "quickstart_curve.png").is_file() and (tmp_path / "out" / "patient.html").is_file()
+        assert (tmp_path / "out" / "patient-python" / "bundle.json").is_file()

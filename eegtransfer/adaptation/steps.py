@@ -4,17 +4,13 @@ Every step has its own parameters and one method, ``fit(bundle, X, y) -> bundle`
 ``bundle`` **in place** (the driver :func:`eegtransfer.adaptation.adapt` hands it a copy of the
 population bundle) and records what it did in ``facts_``. Label-free steps run first:
 
-========= =========================================================== ======
-step      what changes                                                labels
-========= =========================================================== ======
-Align     Euclidean alignment to the patient's mean covariance; the   no
-          matrix is stored in the bundle, no weight changes
-AdaBN     batch-norm running statistics re-estimated on the patient   no
-Head      the classification head: an L2-SP logistic regression on   yes
-          cached trunk features (L-BFGS), or AdamW epochs
-LastK     the last ``k`` blocks and the head (AdamW, early stopping)  yes
-Full      every layer, with a small learning rate                     yes
-========= =========================================================== ======
+- ``Align`` (no labels): Euclidean alignment to the patient's mean covariance; the matrix is
+  stored in the bundle, no weight changes.
+- ``AdaBN`` (no labels): batch-norm running statistics re-estimated on the patient.
+- ``Head`` (labels): the classification head, an L2-SP logistic regression on cached trunk
+  features (L-BFGS), or AdamW epochs.
+- ``LastK`` (labels): the last ``k`` blocks and the head (AdamW, early stopping).
+- ``Full`` (labels): every layer, with a small learning rate.
 
 Labels outside the population's classes train a **new head** for exactly the classes found
 (a new task), pulled towards zero rather than towards its random initial weights. A user step

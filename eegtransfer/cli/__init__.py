@@ -14,7 +14,7 @@ import re
 import sys
 import warnings
 
-COMMANDS = ("demo", "pretrain", "calibrate", "predict", "info", "benchmark")
+COMMANDS = ("demo", "pretrain", "calibrate", "predict", "info", "report", "benchmark")
 
 
 class _VersionAction(argparse.Action):

@@ -186,7 +186,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out, protect=[model_dir], overwrite=args.overwrite, what="--out")
     report = Path(args.report) if args.report else None
     if report is not None:
-        check_output_path(report, protect=[model_dir], overwrite=args.overwrite, what="--report")
+        from ..report import check_report_path
+
+        check_report_path(report, protect=[model_dir], overwrite=args.overwrite)
         if report.absolute() == out.absolute():
             raise EEGTransferError("--report must differ from --out")
     recipe = Recipe.from_dict(meta_json["recipe"])
@@ -268,14 +270,13 @@ def run(args: argparse.Namespace) -> int:
         "recordings": [r.summary() for r in recs],
         "version": __version__,
     }
-    cal_counts = {c: int((labels[cal] == c).sum()) for c in found_classes}
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    html = None
-    if report is not None:
-        from ..report import render_calibration_report
+    from ..report import calibration_facts, render_html
 
-        html = render_calibration_report(result, heldout=held, history=patient.history,
-                                         calibration_counts=cal_counts, recordings=result["recordings"])
+    # Stored in the bundle, so that `eegtransfer report` can remake this report later.
+    ad.calibration.update(calibration_facts(patient, X, labels, meta, cal, held=held, recordings=result["recordings"],
+                                            population=meta_json, population_path=model_dir))
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    html = render_html(patient.to_meta()) if report is not None else None
     patient.save(out, overwrite=args.overwrite, protect=[model_dir])
     if html is not None:
         from ..bundle import write_file_atomic

@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="EEGNet", metavar="NAME", help="braindecode model (default EEGNet)")
     p.add_argument("--epochs", type=int, default=100, help="maximum epochs (default 100)")
     p.add_argument("--out", required=True, metavar="POP_BUNDLE", help="bundle folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--report", metavar="PATH", help="write an HTML report there (validation, learning curves)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out / --report")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="save the training state there after every epoch; rerunning the same command "
                    "resumes an interrupted pretraining from it")
@@ -78,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         raise EEGTransferError(f"--out {out} already exists; pass --overwrite to replace it")
     if args.manifest and (args.paradigm or args.subjects):
         raise EEGTransferError("--paradigm and --subjects go with --dataset, not --manifest")
+    if args.report:
+        from ..report import check_report_path
+
+        check_report_path(args.report, overwrite=args.overwrite, protect=[out])
 
     if args.dataset:
         X, meta, recipe, prov = _from_dataset(args)
@@ -93,13 +98,21 @@ def run(args: argparse.Namespace) -> int:
     bundle = pretrain(X, labels, meta, recipe, model=model, epochs=args.epochs, device=str(device),
                       seed=args.seed, progress=show_progress(args), provenance=prov,
                       checkpoint=args.checkpoint)
+    from ..bundle import write_file_atomic
+    from ..report import command_line, render_html, validation_facts
+
+    # Stored in the bundle, so that its report (and its patients') can say how each subject fared.
+    bundle.provenance.update(validation=validation_facts(bundle, X, labels, meta), command=command_line())
+    html = render_html(bundle.to_meta()) if args.report else None  # before saving: all or nothing
     bundle.save(out, overwrite=args.overwrite)
+    if html is not None:
+        write_file_atomic(args.report, html, overwrite=True)  # checked before training
     result = {
         "out": str(out), "model": model, "classes": bundle.classes, "channels": recipe.channels,
         "sfreq": recipe.sfreq, "n_trials": int(len(X)), "subjects": bundle.provenance["subjects"],
         "validation_subjects": bundle.provenance["validation_subjects"],
         "metrics": bundle.metrics, "device": str(device), "load_seconds": round(load_s, 3),
-        "seconds": round(time.perf_counter() - t0, 3),
+        "seconds": round(time.perf_counter() - t0, 3), "report": args.report,
     }
     if args.json:
         print(json.dumps(result))
@@ -112,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"validation   accuracy {bundle.metrics['val_acc']:.3f} on subjects "
                   f"{', '.join(result['validation_subjects'])}")
         print(f"bundle       {out}")
+        if args.report:
+            print(f"report       {args.report}")
     return 0
 
 

@@ -3,26 +3,18 @@
 All take the same calibration and test trials as our methods (see
 :mod:`eegtransfer.evaluation.protocol`); none sees a test label.
 
-==================== ======================================================= ============
-name                 what                                                    data
-==================== ======================================================= ============
-``FB TS+LR``         filter-bank covariances (a band around each stimulation within subject
-                     frequency, MOABB's extended SSVEP signal), tangent space,
-                     logistic regression
-``FB MDM``           the same covariances, minimum distance to mean          within subject
-``RCT MDM``,         re-centring (pyRiemann ``TLCenter``) of each subject's  population +
-``RCT TS+LR``        filter-bank covariances, then MDM or TS+LR fitted on    calibration
-                     the population and the calibration trials together
-``RPA MDM``,         Riemannian Procrustes analysis: re-centring, stretching population +
-``RPA TS+LR``        (``TLScale``) and rotation (``TLRotate``), then the     calibration
-                     same classifiers
-``CCA``              canonical correlation with sine/cosine references at    calibration
-                     each stimulation frequency and its harmonics; ``rest``  (threshold
-                     when the best correlation is under a threshold fitted   only)
-                     on the calibration trials
-``scratch``          the same braindecode network trained on the calibration within subject
-                     trials only
-==================== ======================================================= ============
+- ``TS+LR`` and ``MDM`` (within subject): covariances (filter-bank ones for SSVEP: a band
+  around each stimulation frequency, MOABB's extended SSVEP signal), then tangent space and
+  logistic regression, or minimum distance to mean.
+- ``RCT MDM``, ``RCT TS+LR`` (population and calibration): re-centring (pyRiemann
+  ``TLCenter``) of each subject's covariances, then MDM or TS+LR fitted on the population and
+  the calibration trials together.
+- ``RPA MDM``, ``RPA TS+LR`` (population and calibration): Riemannian Procrustes analysis,
+  re-centring, stretching (``TLScale``) and rotation (``TLRotate``), then the same classifiers.
+- ``CCA`` (calibration, for a rest threshold only): canonical correlation with sine/cosine
+  references at each stimulation frequency and its harmonics; ``rest`` when the best
+  correlation is under a threshold fitted on the calibration trials.
+- ``scratch`` (within subject): the same braindecode network trained on the calibration trials.
 """
 
 from __future__ import annotations
