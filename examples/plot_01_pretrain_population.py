@@ -10,8 +10,8 @@ population bundle with its report.
 # Load the population's trials with one preprocessing recipe. MOABB reads its cache from
 # ``MNE_DATA``; known duplicated recordings are removed.
 from eegtransfer.io import load_dataset
-from eegtransfer.training import pretrain
 from eegtransfer.report import report_of
+from eegtransfer.training import pretrain
 
 X, meta, recipe = load_dataset("Kalunga2016", list(range(2, 12)))
 print(X.shape, recipe.sfreq, recipe.channels)
