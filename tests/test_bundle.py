@@ -24,7 +24,7 @@ def test_round_trip_identical_predictions(fake_population, fake_trials, tmp_path
 def test_never_overwrites_without_permission(fake_population, tmp_path):
     path = fake_population.save(tmp_path / "pop")
     before = (path / "weights.safetensors").read_bytes()
-    with pytest.raises(EEGTransferError, match="already exists.*--overwrite"):
+    with pytest.raises(EEGTransferError, match="already exists.*overwrite=True"):
         fake_population.save(path)
     assert (path / "weights.safetensors").read_bytes() == before
     fake_population.save(path, overwrite=True)
