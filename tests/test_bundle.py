@@ -228,6 +228,7 @@ def test_killed_writer_leaves_the_old_or_the_new_bundle(point, fake_population, 
 
     from eegtransfer.bundle import verify_weights, write_dir_atomic
 
+    (tmp_path / "out").mkdir()  # saving never creates folders
     target = fake_population.save(tmp_path / "out" / "pop")
     newer = fake_population.copy()
     newer.provenance["note"] = "the new version"

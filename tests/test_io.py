@@ -218,7 +218,7 @@ def test_read_raw_errors_name_the_file(tmp_path):
         read_raw(text)
     odd = tmp_path / "data.xyz"
     odd.write_text("1,2,3")
-    with pytest.raises(EEGTransferError, match="data.xyz: cannot read"):
+    with pytest.raises(EEGTransferError, match=r"data.xyz: not an EEG file MNE can read.*\.edf \(EDF/EDF\+\)"):
         read_raw(odd)
 
 
