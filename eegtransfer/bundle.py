@@ -38,10 +38,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import BundleError, EEGTransferError
+from .logs import verbose as verbose_decorator
 from .preprocessing import Recipe
 
 if TYPE_CHECKING:  # pragma: no cover
+    import mne
+    import pandas as pd
     from torch import nn
+
+    from .adaptation.report import AdaptationReport
+    from .io.recordings import Recording
 
 logger = logging.getLogger("eegtransfer")
 
@@ -140,8 +146,9 @@ class Bundle:
         Dataset, subjects, seed, versions, timings, parent bundle.
     metrics : dict
         Scores measured when the bundle was made.
-    adaptation : dict | None
-        For a patient bundle: strategy, trainable parameters, calibration data.
+    adaptation : AdaptationReport | None
+        For a patient bundle: what :func:`eegtransfer.adaptation.adapt` did and on which
+        calibration data (:class:`eegtransfer.adaptation.AdaptationReport`).
     align : ndarray, shape (n_chans, n_chans) | None
         Euclidean-alignment matrix applied to trials before the model.
     """
@@ -150,7 +157,7 @@ class Bundle:
                  *, model_kwargs: dict[str, Any] | None = None,
                  provenance: dict[str, Any] | None = None,
                  metrics: dict[str, Any] | None = None,
-                 adaptation: dict[str, Any] | None = None,
+                 adaptation: AdaptationReport | None = None,
                  align: np.ndarray | None = None,
                  history: dict[str, Any] | None = None) -> None:
         self.model = model
@@ -180,8 +187,48 @@ class Bundle:
         want = (len(self.ch_names), self.recipe.n_times)
         if X.ndim != 3 or X.shape[1:] != want:
             raise EEGTransferError(
-                f"expected trials of shape (n_trials, {want[0]}, {want[1]}) for this "
-                f"bundle, got {X.shape}"
+                f"expected trials of shape (n_trials, {want[0]}, {want[1]}) for this bundle, got "
+                f"{X.shape}; make them with bundle.recipe ({self.recipe.describe()}), or pass an "
+                "mne.io.Raw or mne.Epochs"
+            )
+        return X
+
+    def check_preprocessed(self, X: np.ndarray) -> np.ndarray:
+        """``X`` checked for shape and for having gone through :attr:`recipe`.
+
+        With ``standardize="trial"`` the recipe divides each channel of each
+        trial by ``max(std, 1e-8)``, so every per-trial, per-channel standard
+        deviation is at most 1 and is exactly 1 unless that window is flat.
+        ``X`` is refused when one exceeds 1.001 or their median is below 0.99:
+        data in volts (about 1e-5) or unscaled microvolts (about 10) fail, data
+        made by the recipe cannot. Without standardisation, trials whose median
+        deviation is below 1e-3 (volts where the recipe multiplies by
+        ``scale``) are refused.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_trials, n_chans, n_times)
+
+        Returns
+        -------
+        X : ndarray of float32, same shape
+        """
+        X = self.check_input(X)
+        if not len(X):
+            return X
+        sd = X.astype(np.float64).std(axis=-1)
+        if self.recipe.standardize == "trial":
+            bad = sd.max() > 1.001 or np.median(sd) < 0.99
+            found = f"per-trial, per-channel standard deviations of {np.median(sd):.3g} (median)"
+            want = "1 after the recipe's z-scoring"
+        else:
+            bad = self.recipe.scale != 1 and np.median(sd) < 1e-3
+            found, want = f"a median standard deviation of {np.median(sd):.3g}", f"values x{self.recipe.scale:g}"
+        if bad:
+            raise EEGTransferError(
+                f"X does not look preprocessed by this bundle's recipe: {found}, where {want} gives "
+                f"{'1' if self.recipe.standardize == 'trial' else 'larger values'}; apply bundle.recipe "
+                f"({self.recipe.describe()}) first, or pass an mne.io.Raw or mne.Epochs"
             )
         return X
 
@@ -194,22 +241,96 @@ class Bundle:
             X = apply_alignment(X, self.align)
         return X
 
-    def predict_proba(self, X: np.ndarray, *, device: str | None = None) -> np.ndarray:
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """A patient bundle's calibration facts (files, interpolated channels, event ids); ``{}`` otherwise."""
+        return dict(self.adaptation.calibration) if self.adaptation is not None else {}
+
+    def trials(self, data: Any) -> Recording:
+        """Cut an ``mne.io.Raw`` or ``mne.Epochs`` into trials with this bundle's recipe.
+
+        The channels are mapped to the model's (renamed, reordered, extra ones
+        dropped); the channels interpolated at calibration (a patient bundle)
+        are interpolated again, exactly those; event ids named at calibration
+        are reused. See :func:`eegtransfer.io.objects.trials_from_mne`.
+
+        Returns
+        -------
+        recording : eegtransfer.io.Recording
+            ``X`` of shape (n_trials, n_chans, n_times), ``meta`` (onset, label ...).
+        """
+        from .io.objects import trials_from_mne
+
+        cal = self.calibration
+        return trials_from_mne(data, self.recipe, classes=self.classes, event_id=cal.get("event_id"),
+                               default_id=self.provenance.get("event_id"),
+                               interpolate_missing=list(cal.get("interpolated") or []))
+
+    def _as_trials(self, data: Any) -> np.ndarray:
+        if isinstance(data, np.ndarray) or isinstance(data, (list, tuple)):
+            return self.check_preprocessed(np.asarray(data))
+        return self.trials(data).X
+
+    def predict_proba(self, data: Any, *, device: str | None = None) -> np.ndarray:
         """Class probabilities, shape (n_trials, n_classes), columns in ``classes`` order.
 
-        ``device=None`` predicts where the model is (see :meth:`load` and :meth:`to`).
+        Parameters
+        ----------
+        data : mne.io.Raw | mne.Epochs | ndarray, shape (n_trials, n_chans, n_times)
+            MNE objects go through :meth:`trials` (the stored recipe and channel
+            mapping); an array must already have (:meth:`check_preprocessed`).
+        device : str | None
+            ``None`` predicts where the model is (see :meth:`load` and :meth:`to`).
         """
         import torch
 
         from .training.engine import predict_logits
 
-        logits = predict_logits(self.model, self.prepare_input(X), device=device)
+        logits = predict_logits(self.model, self.prepare_input(self._as_trials(data)), device=device)
         return torch.softmax(torch.as_tensor(logits), dim=1).numpy()
 
-    def predict(self, X: np.ndarray, *, device: str | None = None) -> np.ndarray:
-        """Predicted class names, shape (n_trials,)."""
-        proba = self.predict_proba(X, device=device)
+    def predict(self, data: Any, *, device: str | None = None) -> np.ndarray:
+        """Predicted class names, shape (n_trials,); ``data`` as in :meth:`predict_proba`."""
+        proba = self.predict_proba(data, device=device)
         return np.asarray(self.classes, dtype=object)[proba.argmax(1)]
+
+    def predict_frame(self, data: Any, *, device: str | None = None) -> pd.DataFrame:
+        """One row per trial of an ``mne.io.Raw`` or ``mne.Epochs``, as a tidy table.
+
+        Returns
+        -------
+        frame : pandas.DataFrame, shape (n_trials, 2 + n_classes [+ 1])
+            ``onset`` (seconds from the start of the recording; for Epochs the
+            event sample over the sampling rate), ``label`` (the true class,
+            only when the data name it), ``predicted``, and ``p_<class>`` per class.
+        """
+        import pandas as pd
+
+        rec = self.trials(data)
+        proba = self.predict_proba(rec.X, device=device)
+        df = pd.DataFrame({"onset": rec.meta["onset"].astype(float).round(4).to_numpy()})
+        labels = rec.meta["label"].astype(str).to_numpy()
+        if (labels != "").any():
+            df["label"] = labels
+        df["predicted"] = np.asarray(self.classes, dtype=object)[proba.argmax(1)]
+        for i, c in enumerate(self.classes):
+            df[f"p_{c}"] = proba[:, i]
+        return df
+
+    def predict_annotations(self, raw: Any, *, device: str | None = None) -> mne.Annotations:
+        """Predictions as ``mne.Annotations`` to overlay with ``raw.set_annotations`` and ``raw.plot()``.
+
+        Each trial's window ``[onset + tmin, onset + tmax)`` becomes one
+        annotation described ``"pred/<class> (p=0.87)"``.
+        """
+        import mne
+
+        df = self.predict_frame(raw, device=device)
+        p = df[[f"p_{c}" for c in self.classes]].to_numpy().max(axis=1)
+        desc = [f"pred/{c} (p={q:.2f})" for c, q in zip(df["predicted"], p)]
+        return mne.Annotations(onset=df["onset"].to_numpy() + self.recipe.tmin,
+                               duration=np.full(len(df), self.recipe.tmax - self.recipe.tmin),
+                               description=desc, orig_time=raw.annotations.orig_time)
 
     def encode(self, labels: Any, *, source: str = "labels") -> np.ndarray:
         """Class names to output indices; unknown names are an error that lists them."""
@@ -270,14 +391,18 @@ class Bundle:
             "history": _jsonable(self.history),
         }
 
+    @verbose_decorator
     def save(self, path: str | Path, *, overwrite: bool = False,
              protect: list[str | Path] | None = None,
-             extra_files: dict[str, str] | None = None) -> Path:
+             extra_files: dict[str, str] | None = None,
+             verbose: bool | str | int | None = None) -> Path:
         """Write the bundle folder atomically; refuse to replace one unless ``overwrite``.
 
         ``protect`` lists folders (input bundles) that the output may not be,
         contain or sit inside. ``extra_files`` (name to text) are written into
-        the folder in the same atomic step (the cache's specification).
+        the folder in the same atomic step (the cache's specification). The
+        parent folder must exist: saving never creates folders. ``verbose``
+        sets the log level for the call, as in MNE.
         """
         from safetensors.torch import save as save_tensors
 
@@ -305,8 +430,13 @@ class Bundle:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu") -> Bundle:
-        """Read and check a bundle folder; every inconsistency is named."""
+    @verbose_decorator
+    def load(cls, path: str | Path, *, device: str = "cpu",
+             verbose: bool | str | int | None = None) -> Bundle:
+        """Read and check a bundle folder; every inconsistency is named.
+
+        ``verbose`` sets the log level for the call, as in MNE.
+        """
         from safetensors.torch import load_file
 
         from .adaptation.report import AdaptationReport
@@ -365,6 +495,10 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     mfile = path / META_FILE
     recover_dir(path)
+    if path.is_file() and (path.parent / META_FILE).is_file():
+        raise BundleError(f"{path} is a file inside the bundle folder {path.parent}; give the folder")
+    if path.is_file():
+        raise BundleError(f"{path} is a file; a bundle is a folder holding {META_FILE} and {WEIGHTS_FILE}")
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
     if not mfile.is_file():
@@ -428,10 +562,94 @@ def verify_weights(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+# Without a trial count (bundles made before the binomial test was recorded), an accuracy
+# within this margin of chance is treated as chance.
+CHANCE_MARGIN = 0.05
+
+
+def chance_level_warning(meta: dict[str, Any]) -> str:
+    """Why a bundle's population model is at chance level, or ``""`` when it is not.
+
+    A population is at chance when ``provenance["chance_level"]`` says so, or
+    its validation accuracy was not above chance by the one-sided binomial
+    test that :func:`eegtransfer.training.pretrain` records
+    (``metrics["val_above_chance_p"] >= 0.05``), or, for bundles without that
+    test, when ``val_acc`` is at most chance + :data:`CHANCE_MARGIN`.
+    """
+    prov, metrics = meta.get("provenance") or {}, meta.get("metrics") or {}
+    if meta.get("adaptation"):  # a patient bundle: its population's verdict travels in provenance
+        metrics = prov.get("population_metrics") or {}
+    n_classes = len(meta.get("classes") or []) or 2
+    chance = float(metrics.get("val_chance") or 1 / n_classes)
+    acc, pval = metrics.get("val_acc"), metrics.get("val_above_chance_p")
+    flagged = bool(prov.get("chance_level"))
+    if pval is not None:
+        at_chance = float(pval) >= 0.05
+        why = f"binomial p = {float(pval):.2g}"
+    else:
+        at_chance = acc is not None and float(acc) <= chance + CHANCE_MARGIN
+        why = f"within {CHANCE_MARGIN * 100:g} points"
+    if not (flagged or at_chance):
+        return ""
+    acc_text = f"{float(acc):.3f}" if acc is not None else "unknown"
+    return (f"chance-level population model: validation accuracy {acc_text} is not above chance "
+            f"({chance:.3f}, {why}); its predictions are no better than guessing")
+
+
+def _metric_lines(metrics: dict[str, Any], indent: str = "") -> list[str]:
+    return [f"{indent}metric     {k} = {v:.4f}" if isinstance(v, float) else f"{indent}metric     {k} = {v}"
+            for k, v in (metrics or {}).items()]
+
+
+def _provenance_lines(p: dict[str, Any], indent: str = "") -> list[str]:
+    lines = [f"{indent}{key:<10} {p[key]}" for key in
+             ("dataset", "subjects", "validation_subjects", "seed", "device", "created", "train_seconds")
+             if key in p]
+    if "versions" in p:
+        lines.append(f"{indent}versions   " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()))
+    return lines
+
+
+def _patient_lines(meta: dict[str, Any]) -> list[str]:
+    """What makes a patient bundle: its calibration, its adaptation, then where it came from."""
+    a, p = meta["adaptation"], meta.get("provenance") or {}
+    cal, guard = a.get("calibration") or {}, a.get("guard") or {}
+    lines = ["calibration (this patient)"]
+    for r in cal.get("recordings") or []:
+        lines.append(f"  recording  {r.get('path')} (sha256 {str(r.get('sha256'))[:12]})")
+    if "selection" in cal:
+        lines.append(f"  selection  {cal['selection']}: {a.get('n_calibration_trials')} trials, "
+                     f"{cal.get('calibration_minutes')} min of recording; "
+                     f"{cal.get('n_heldout_trials', 0)} held out")
+    lines.append(f"  interpolated {', '.join(cal.get('interpolated') or []) or 'none'}")
+    if cal.get("event_id"):
+        lines.append(f"  event ids  {cal['event_id']}")
+    lines.append(f"adaptation {a.get('strategy')}: steps {' -> '.join(a.get('steps') or []) or 'none'}, "
+                 f"{a.get('n_calibration_trials')} trials, device {a.get('device')}, {a.get('seconds')} s"
+                 + ("; NEW HEAD" if a.get("new_head") else ""))
+    if guard:
+        lines.append(f"  guard      kept {guard.get('kept')}: {guard.get('reason')}")
+    else:
+        lines.append(f"  guard      not applied: {a.get('guard_skipped') or 'unknown'}")
+    if a.get("note") and a.get("note") != guard.get("reason"):
+        lines.append(f"  note       {a['note']}")
+    lines += _metric_lines(meta.get("metrics") or {}, "  ")
+    lines.append(f"population (the model it was adapted from: {p.get('parent', 'unknown')})")
+    lines += _provenance_lines(p, "  ") + _metric_lines(p.get("population_metrics") or {}, "  ")
+    return lines
+
+
 def summarize(meta: dict[str, Any]) -> str:
-    """A person-readable summary of a bundle's metadata."""
+    """A person-readable summary of a bundle's metadata.
+
+    A chance-level population puts a ``WARNING`` on the first line. A patient
+    bundle shows its calibration and adaptation first, then the population it
+    came from, labelled as such (its provenance is the population's).
+    """
     m, r, p = meta["model"], meta["recipe"], meta.get("provenance") or {}
-    lines = [
+    warning = chance_level_warning(meta)
+    lines = [f"WARNING    {warning}"] if warning else []
+    lines += [
         f"model      {m['name']} ({'patient' if meta.get('adaptation') else 'population'} bundle)",
         f"channels   {len(meta['ch_names'])}: {', '.join(meta['ch_names'])}",
         f"sampling   {meta['sfreq']:g} Hz, window [{r['tmin']}, {r['tmax']}] s = {m['n_times']} samples",
@@ -439,19 +657,10 @@ def summarize(meta: dict[str, Any]) -> str:
         f"recipe     band {r['l_freq']}-{r['h_freq']} Hz, notch {r['notch']}, reference {r['reference']}, "
         f"x{r['scale']:g}, standardize={r['standardize']}",
     ]
-    for key in ("dataset", "subjects", "seed", "device", "created", "train_seconds", "parent"):
-        if key in p:
-            lines.append(f"{key:<10} {p[key]}")
-    if "versions" in p:
-        lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in p["versions"].items()))
     if meta.get("adaptation"):
-        a = meta["adaptation"]
-        cal = a.get("calibration") or {}
-        lines.append(f"adaptation {a.get('strategy')}: {a.get('n_calibration_trials')} trials, "
-                     f"{cal.get('calibration_minutes')} min" + (f"; {a['note']}" if a.get("note") else ""))
-    for k, v in (meta.get("metrics") or {}).items():
-        lines.append(f"metric     {k} = {v:.4f}" if isinstance(v, float) else f"metric     {k} = {v}")
-    return "\n".join(lines)
+        return "\n".join(lines + _patient_lines(meta))
+    lines += _provenance_lines(p) + ([f"parent     {p['parent']}"] if "parent" in p else [])
+    return "\n".join(lines + _metric_lines(meta.get("metrics") or {}))
 
 
 def check_output_path(path: str | Path, *, overwrite: bool = False,
@@ -459,6 +668,7 @@ def check_output_path(path: str | Path, *, overwrite: bool = False,
     """Refuse an output that is, contains or sits inside a ``protect`` folder, or that exists.
 
     ``what`` names the output in the message (``"--out"``, ``"--report"``).
+    A missing parent folder is refused too: outputs never create folders.
     """
     out = Path(path).absolute()
     for prot in protect or []:
@@ -469,7 +679,10 @@ def check_output_path(path: str | Path, *, overwrite: bool = False,
             raise EEGTransferError(f"{what} {path} is inside or contains the input bundle {prot}; "
                                    f"choose another {what if what.startswith('--') else '--out'}")
     if out.exists() and not overwrite:
-        raise EEGTransferError(f"{what} {path} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise EEGTransferError(f"{what} {path} already exists; pass overwrite=True to replace it")
+    # Never create a folder nobody named: a typo in a parent would otherwise become a new tree.
+    if not out.parent.is_dir():
+        raise EEGTransferError(f"{what} {path}: its folder {out.parent} does not exist; create it first")
 
 
 def _token() -> str:
@@ -583,7 +796,6 @@ def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
         is_file = False
     if is_file:
         raise EEGTransferError(f"{path} exists and is not a folder; refusing to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = _token()
     tmp = path.with_name(f".{path.name}.tmp-{token}")
     tmp.mkdir(mode=0o777)  # 0o777 & ~umask, where mkdtemp would give 0o700
@@ -613,9 +825,7 @@ def write_dir_atomic(path: Path, write: Any, *, overwrite: bool = False,
 def write_file_atomic(path: str | Path, data: str | bytes, *, overwrite: bool = True) -> Path:
     """Write a file via a flushed temporary sibling and ``os.replace``, with the user's umask."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise EEGTransferError(f"{path} already exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_path(path, overwrite=overwrite, what="file")
     recover_dir(path)
     tmp = path.with_name(f".{path.name}.tmp-{_token()}")
     # os.open with 0o666 applies the umask; mkstemp would give 0o600.

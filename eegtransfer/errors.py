@@ -27,3 +27,17 @@ def one_line(text: object) -> str:
     """
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     return lines[0] if lines else ""
+
+
+def close_names(name: str, known: list[str] | tuple[str, ...], n: int = 3) -> str:
+    """Known names close to a mistyped ``name``, quoted and joined by "or" ("" when none).
+
+    Case is ignored (``"kalunga2016"`` finds ``"Kalunga2016"``); a known name
+    that starts with ``name`` counts as close (``"Kalunga"``).
+    """
+    import difflib
+
+    lower = {str(k).lower(): str(k) for k in known}
+    hits = difflib.get_close_matches(str(name).lower(), list(lower), n=n, cutoff=0.6)
+    hits += [k for k in lower if k.startswith(str(name).lower()) and str(name) and k not in hits]
+    return " or ".join(repr(lower[h]) for h in hits[:n])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import EEGTransferError
+from .errors import EEGTransferError, close_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -47,7 +47,23 @@ def check_model_name(name: str) -> str:
     for known in MODELS:
         if known.lower() == str(name).lower():
             return known
-    raise EEGTransferError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    close = close_names(name, list(MODELS))
+    raise EEGTransferError(f"unknown model {name!r}; " + (f"did you mean {close}? " if close else "")
+                           + f"known models: {', '.join(MODELS)}")
+
+
+def _braindecode_models() -> Any:
+    """``braindecode.models``, imported without its FutureWarnings.
+
+    Importing it builds montages with names MNE has deprecated; that notice is
+    braindecode's to fix, not the user's. Filtered here, for this import only.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import braindecode.models as bdm
+    return bdm
 
 
 def build_model(
@@ -81,9 +97,8 @@ def build_model(
     """
     import warnings
 
-    import braindecode.models as bdm
-
     name = check_model_name(name)
+    bdm = _braindecode_models()
     extra, _ = MODELS[name]
     params = {**extra, **kwargs}
     chs_info = [{"ch_name": ch} for ch in ch_names] if ch_names else None

@@ -103,6 +103,14 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def describe(self) -> str:
+        """The recipe in one line, for messages: what trials made with it went through."""
+        band = f"{self.l_freq}-{self.h_freq} Hz band-pass"
+        return (f"{len(self.channels)} channels {', '.join(self.channels)}, {band}"
+                + (f", notch {', '.join(f'{f:g}' for f in self.notch)} Hz" if self.notch else "")
+                + f", {self.sfreq:g} Hz, window [{self.tmin:g}, {self.tmax:g}) s, x{self.scale:g}"
+                + (", z-scored per trial and channel" if self.standardize == "trial" else ""))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
         known = {f.name for f in fields(cls)}

@@ -24,7 +24,7 @@ def test_round_trip_identical_predictions(fake_population, fake_trials, tmp_path
 def test_never_overwrites_without_permission(fake_population, tmp_path):
     path = fake_population.save(tmp_path / "pop")
     before = (path / "weights.safetensors").read_bytes()
-    with pytest.raises(EEGTransferError, match="already exists.*--overwrite"):
+    with pytest.raises(EEGTransferError, match="already exists.*overwrite=True"):
         fake_population.save(path)
     assert (path / "weights.safetensors").read_bytes() == before
     fake_population.save(path, overwrite=True)
@@ -228,6 +228,7 @@ def test_killed_writer_leaves_the_old_or_the_new_bundle(point, fake_population, 
 
     from eegtransfer.bundle import verify_weights, write_dir_atomic
 
+    (tmp_path / "out").mkdir()  # saving never creates folders
     target = fake_population.save(tmp_path / "out" / "pop")
     newer = fake_population.copy()
     newer.provenance["note"] = "the new version"

@@ -230,7 +230,7 @@ def test_manifest_whole_file_labels_new_head_and_pretrain(population, kalunga_pa
     pd.DataFrame(rows)[cols].to_csv(man, index=False)
     pop2 = tmp_path / "pop2"
     p = run_cli("pretrain", "--manifest", man, "--model", "EEGNet", "--epochs", 1, "--tmin", 0, "--tmax", 2,
-                "--out", pop2, "--json", "--quiet", "--device", "cpu")
+                "--out", pop2, "--json", "--quiet", "--device", "cpu", "--allow-chance")  # 1 epoch: chance
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     assert res["classes"] == ["13Hz", "rest"] and res["channels"] == KALUNGA and res["sfreq"] == 128.0
@@ -417,9 +417,14 @@ def test_pretrain_dataset_records_event_id(tmp_path):
 
     out = tmp_path / "pop"
     ckpt = tmp_path / "state.pt"
-    r = run_cli("pretrain", "--dataset", "FakeDataset", "--paradigm", "imagery", "--subjects", 1, 2,
-                "--epochs", 1, "--tmin", 0, "--tmax", 1, "--sfreq", 64, "--h-freq", 30, "--out", out,
-                "--json", "--quiet", "--device", "cpu", "--checkpoint", ckpt)
+    args = ("pretrain", "--dataset", "FakeDataset", "--paradigm", "imagery", "--subjects", 1, 2,
+            "--epochs", 1, "--tmin", 0, "--tmax", 1, "--sfreq", 64, "--h-freq", 30, "--out", out,
+            "--json", "--quiet", "--device", "cpu")
+    # FakeDataset is noise: its population is at chance, refused unless --allow-chance
+    refused = one_line_error(run_cli(*args))
+    assert "is not above chance" in refused and "--allow-chance" in refused and "allow_chance" not in refused
+    assert not out.exists()
+    r = run_cli(*args, "--allow-chance", "--checkpoint", ckpt)
     assert r.returncode == 0, r.stderr
     assert ckpt.is_file()  # the training state that an interrupted run resumes from
     res = json.loads(r.stdout)
@@ -427,6 +432,9 @@ def test_pretrain_dataset_records_event_id(tmp_path):
     assert prov["event_id"] == {k: int(v) for k, v in FakeDataset().event_id.items()}
     assert prov["dataset"] == "FakeDataset" and prov["paradigm"] == "imagery"
     assert res["subjects"] == ["1", "2"] and sorted(res["classes"]) == sorted(prov["event_id"])
+    assert prov["chance_level"] is True and res["metrics"]["val_above_chance_p"] >= 0.05
+    info = run_cli("info", out).stdout.splitlines()
+    assert info[0].startswith("WARNING    chance-level population model"), info
     wrong = run_cli("pretrain", "--dataset", "FakeDataset", "--paradigm", "ssvep", "--out", tmp_path / "x")
     assert "--paradigm 'ssvep'" in one_line_error(wrong) and not (tmp_path / "x").exists()
 
@@ -525,5 +533,88 @@ def test_pretrain_manifest_needs_named_classes(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--event-id" in err and "s1_raw.fif" in err
     assert "'Impedance check': 1" in err and "'left': 9" in err and not out.exists()
-    assert main([*common, "--event-id", "left=left", "--event-id", "right=right", "--json"]) == 0
+    assert main([*common, "--event-id", "left=left", "--event-id", "right=right", "--json",
+                 "--allow-chance"]) == 0  # one epoch on noise: chance level
     assert json.loads(capsys.readouterr().out)["classes"] == ["left", "right"]
+
+
+@pytest.mark.real
+def test_predict_reuses_calibration_and_info_shows_the_patient(population, s1_raw, kalunga_path, tmp_path):
+    """A patient calibrated with --interpolate-missing predicts the next file without the flag;
+    a chance-level population is warned about; info tells the patient from the population."""
+    from eegtransfer.bundle import Bundle
+
+    flagged = Bundle.load(population)
+    flagged.provenance["chance_level"] = True
+    flagged.save(tmp_path / "chance-pop")
+    run1 = export(s1_raw.copy().drop_channels(["PO7"]), tmp_path / "run1.edf", "edf")
+    run2 = export(annotated(kalunga_path, 1, 2).drop_channels(["PO7"]), tmp_path / "run2.edf", "edf")
+    out = tmp_path / "patient"
+    r = run_cli("calibrate", "--model", tmp_path / "chance-pop", "--recording", run1, "--trials", 16,
+                "--out", out, "--interpolate-missing")
+    assert r.returncode == 0, r.stderr
+    assert "warning:" in r.stderr and "chance-level population model" in r.stderr
+
+    info = run_cli("info", out).stdout
+    assert info.startswith("WARNING    chance-level")
+    assert "calibration (this patient)" in info and str(run1.absolute()) in info
+    assert "interpolated PO7" in info and "adaptation head: steps head" in info and "guard      kept" in info
+    assert "population (the model it was adapted from" in info
+    assert info.index("calibration (this patient)") < info.index("population (") < info.index("  subjects")
+
+    p = run_cli("predict", "--model", out, "--recording", run2, "--out", tmp_path / "p.csv")
+    assert p.returncode == 0, p.stderr
+    assert "interpolated PO7, as at calibration" in p.stdout
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 32
+    # a channel that calibration did not interpolate is still refused, naming the flag
+    run3 = export(annotated(kalunga_path, 1, 2).drop_channels(["PO7", "O1"]), tmp_path / "run3.edf", "edf")
+    err = one_line_error(run_cli("predict", "--model", out, "--recording", run3, "--out", tmp_path / "q.csv"))
+    assert "['O1']" in err and "only ['PO7']" in err and "--interpolate-missing" in err
+    assert not (tmp_path / "q.csv").exists()
+
+
+@pytest.mark.real
+def test_python_api_raw_calibration_then_epochs(population, s1_raw, kalunga_path):
+    """Calibrate from an mne.io.Raw in Python, predict on mne.Epochs; raw arrays are refused."""
+    import mne
+
+    from eegtransfer.adaptation import adapt
+    from eegtransfer.bundle import Bundle
+    from eegtransfer.errors import EEGTransferError
+
+    pop = Bundle.load(population)
+    raw = s1_raw.copy().drop_channels(["PO7"])
+    with pytest.raises(EEGTransferError, match=r"\['PO7'\].*interpolate_missing=True"):
+        pop.trials(raw)  # a population bundle interpolates nothing unless told
+    rec = pop.trials(s1_raw)
+    assert rec.X.shape == (32, 8, 512) and set(rec.meta["label"]) == set(CLASSES)
+    labels = rec.meta["label"].to_numpy()
+    patient = adapt(pop, rec.X, labels, strategy="head", calibration={"interpolated": ["PO7"]})
+
+    raw2 = annotated(kalunga_path, 1, 2)
+    events, event_id = mne.events_from_annotations(raw2, verbose="error")
+    epochs = mne.Epochs(raw2.copy().drop_channels(["PO7"]), events, event_id, tmin=0.0, tmax=5.5,
+                        baseline=None, preload=True, verbose="error")
+    frame = patient.predict_frame(epochs)
+    assert list(frame.columns) == ["onset", "label", "predicted"] + [f"p_{c}" for c in CLASSES]
+    assert len(frame) == 32 and set(frame["label"]) == set(CLASSES)
+    np.testing.assert_allclose(frame[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1, atol=1e-5)
+    assert list(patient.predict(epochs)) == list(frame["predicted"])
+    # the same trials cut from the continuous recording: near-identical input (filters' edges differ)
+    from_raw = patient.predict_frame(raw2.copy().drop_channels(["PO7"]))
+    assert len(from_raw) == 32
+    np.testing.assert_allclose(from_raw["onset"], frame["onset"], atol=1e-3)
+    x_raw, x_ep = patient.trials(raw2).X, patient.trials(epochs).X
+    # Epochs are cut on the event's own time grid; the continuous recording rounds an event between
+    # two samples of the resampled grid: the trials match within one sample.
+    best = max(np.median([np.corrcoef(a[:, 4:-4].ravel(), np.roll(b, k, -1)[:, 4:-4].ravel())[0, 1]
+                          for a, b in zip(x_raw, x_ep)]) for k in (-1, 0, 1))
+    assert best > 0.99
+    ann = patient.predict_annotations(raw2)
+    assert len(ann) == 32 and ann.description[0].startswith("pred/")
+    np.testing.assert_allclose(ann.onset, from_raw["onset"] + 1.0, atol=1e-3)
+
+    volts = rec.X * 1e-5  # what the trials were before the recipe's z-scoring, roughly
+    with pytest.raises(EEGTransferError, match=r"does not look preprocessed.*bundle\.recipe"):
+        patient.predict(volts)
+    assert patient.predict(rec.X).shape == (32,)  # the recipe's own output is never refused

@@ -49,6 +49,20 @@ def _broken_command(sub: argparse._SubParsersAction, name: str, err: Exception) 
     p.set_defaults(func=run)
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, unless the help already says it.
+
+    Off switches (``False``) and options without a value (``None``) show none:
+    "(default: None)" tells nothing; such options say what happens without them.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS, []):
+            return text
+        return super()._get_help_string(action) or text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eegtransfer",
@@ -56,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # One place gives every sub-command's help its defaults.
+    add = sub.add_parser
+    sub.add_parser = lambda *a, **kw: add(*a, **{"formatter_class": DefaultsFormatter, **kw})  # type: ignore[method-assign]
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"{__name__}.{name}")
@@ -75,8 +92,31 @@ def check_device_arg(args: argparse.Namespace) -> None:
 
 
 # The library names Python parameters (``minutes=2``); the command line names its flags.
-_SWITCHES = {"per_class=True": "--per-class", "overwrite=True": "--overwrite"}
+_SWITCHES = {"per_class=True": "--per-class", "overwrite=True": "--overwrite",
+             "interpolate_missing=True": "--interpolate-missing", "allow_chance=True": "--allow-chance"}
 _VALUED = ("minutes", "trials", "device", "strategy", "epochs", "seed", "model", "subjects", "stride")
+
+
+def strategy_help() -> str:
+    """``--strategy`` help: the whole list, from the library (cheap: imports no torch)."""
+    from ..adaptation import STRATEGIES
+
+    return f"adaptation strategy, one of: {', '.join(STRATEGIES)}"
+
+
+def check_strategy(name: str) -> None:
+    """Refuse an unknown ``--strategy`` before any data is read, suggesting close names."""
+    from ..adaptation import STRATEGIES, parse_strategy
+    from ..errors import EEGTransferError, close_names
+
+    if name == "auto":
+        return
+    try:
+        parse_strategy(name)
+    except EEGTransferError as err:
+        close = close_names(name, list(STRATEGIES))
+        raise EEGTransferError(f"unknown strategy {name!r}; did you mean {close}? (one of "
+                               f"{', '.join(STRATEGIES)})" if close else str(err)) from None
 
 
 def to_flags(message: str) -> str:

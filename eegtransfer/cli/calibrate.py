@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import add_common
+from . import add_common, check_strategy, strategy_help
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -44,8 +44,12 @@ class RecordingAction(argparse.Action):
 
 def add_recording_options(p: argparse.ArgumentParser, *, several: bool = True,
                           manifest: bool = True) -> None:
-    """--recording/--events (and --manifest), --event-id, --encoding, --interpolate-missing."""
+    """--recording/--events (and --manifest), --event-id, --encoding, --interpolate-missing.
+
+    Without ``--manifest`` to choose instead, ``--recording`` is required (and shown so).
+    """
     p.add_argument("--recording", dest="recordings", action=RecordingAction, metavar="FILE",
+                   required=not manifest,
                    help="an EEG file MNE reads (EDF/EDF+, BDF, GDF, FIF, BrainVision .vhdr, EEGLAB .set)"
                    + ("; repeat for several, in recording-time order" if several else ""))
     p.add_argument("--events", dest="recordings", action=RecordingAction, metavar="EVENTS",
@@ -63,6 +67,14 @@ def add_recording_options(p: argparse.ArgumentParser, *, several: bool = True,
     p.add_argument("--interpolate-missing", action="store_true",
                    help="interpolate model channels the recording lacks from a standard montage "
                    "(default: refuse)")
+
+
+def check_recordings(entries: list[dict[str, Any]]) -> None:
+    """Every recording exists and has a format MNE reads: checked before any is read."""
+    from ..io.reading import check_readable
+
+    for e in entries:
+        check_readable(e["path"])
 
 
 def recording_entries(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -124,21 +136,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Read a patient's recordings (any format MNE reads), fit their channels, sampling rate "
             "and events to the population model, adapt the model on the first trials in recording "
             "time (--minutes or --trials), score it on the trials that remain, and write a patient "
-            "bundle (and optionally an HTML report)."
+            "bundle (and optionally an HTML report). Without --minutes or --trials it calibrates on "
+            "every trial and holds none out: no held-out accuracy."
         ),
     )
     p.add_argument("--model", required=True, metavar="POP_BUNDLE", help="population bundle folder")
     add_recording_options(p)
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--minutes", type=float, metavar="M",
-                       help="calibrate on the trials within the first M minutes of recording")
-    limit.add_argument("--trials", type=int, metavar="N", help="calibrate on the first N trials")
+                       help="calibrate on the trials within the first M minutes of recording "
+                       "(default: neither --minutes nor --trials: every trial, none held out)")
+    limit.add_argument("--trials", type=int, metavar="N",
+                       help="calibrate on the first N trials (default: every trial, none held out)")
     p.add_argument("--per-class", action="store_true",
                    help="apply --minutes/--trials to each class (default: to all trials)")
-    p.add_argument("--strategy", default="head",
-                   help="adaptation strategy: head (default), last-k, full, bn, align, bn+head, auto ...")
+    p.add_argument("--strategy", default="head", help=strategy_help())
     p.add_argument("--out", required=True, metavar="PATIENT_BUNDLE", help="patient bundle folder to write")
-    p.add_argument("--report", metavar="PATH", help="write a self-contained HTML report there")
+    p.add_argument("--report", metavar="PATH",
+                   help="write a self-contained HTML report there (its folder must exist; default: no report)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out / --report")
     add_common(p)
     p.set_defaults(func=run)
@@ -165,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import __version__
-    from ..adaptation import check_class_counts, parse_strategy, select_calibration, timeline
-    from ..bundle import check_output_path, verify_weights
+    from ..adaptation import check_class_counts, select_calibration, timeline
+    from ..bundle import chance_level_warning, check_output_path, verify_weights
     from ..errors import EEGTransferError
     from ..io import parse_event_id
     from ..preprocessing import Recipe
@@ -179,9 +194,9 @@ def run(args: argparse.Namespace) -> int:
         raise EEGTransferError(f"--trials must be > 0, got {args.trials}")
     if args.per_class and args.minutes is None and args.trials is None:
         raise EEGTransferError("--per-class needs --minutes or --trials")
-    if args.strategy != "auto":
-        parse_strategy(args.strategy)
+    check_strategy(args.strategy)
     entries = recording_entries(args)
+    check_recordings(entries)
     meta_json = verify_weights(model_dir)
     check_output_path(out, protect=[model_dir], overwrite=args.overwrite, what="--out")
     report = Path(args.report) if args.report else None
@@ -229,6 +244,13 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import score_bundle
 
     pop = Bundle.load(model_dir)
+    # Said once the input is known to be usable, so a refusal stays one line.
+    chance = chance_level_warning(meta_json)
+    if chance:
+        logger.warning("warning: %s: %s", model_dir, chance)
+    if args.minutes is None and args.trials is None:
+        logger.info("no --minutes or --trials: calibrating on all %d trials, none held out (no held-out "
+                    "accuracy)", len(meta))
     calibration = {
         "recordings": [{"path": str(r.path.absolute()), "sha256": r.sha256} for r in recs],
         "calibration_minutes": round(cal_minutes, 3),
@@ -241,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
         calibration["event_id"] = user_id
     patient = adapt(pop, X[order], labels[order], strategy=args.strategy, device=args.device,
                     seed=args.seed, progress=show_progress(args), calibration=calibration)
+    # info shows the population's own scores under "population", apart from the patient's.
+    patient.provenance["population_metrics"] = dict(pop.metrics)
     held = None
     if (~cal).any():
         held = score_bundle(patient, X[~cal], labels[~cal])

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from . import add_common
+from . import add_common, check_strategy, strategy_help
 
 logger = logging.getLogger("eegtransfer")
 
@@ -23,33 +23,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "MOABB cache to run offline."
         ),
     )
-    p.add_argument("--dataset", default="Kalunga2016", help="MOABB dataset class (default Kalunga2016)")
-    p.add_argument("--subject", type=int, default=1, help="target subject (default 1)")
-    p.add_argument("--model", default="EEGNet", help="braindecode model (default EEGNet)")
-    p.add_argument("--strategy", default="head", help="adaptation strategy (default head)")
-    p.add_argument("--epochs", type=int, default=150, help="maximum pretraining epochs (default 150)")
-    p.add_argument("--out", default="eegtransfer-demo", help="output folder (default ./eegtransfer-demo)")
+    p.add_argument("--dataset", default="Kalunga2016", help="MOABB dataset class")
+    p.add_argument("--subject", type=int, default=1, help="target subject")
+    p.add_argument("--model", default="EEGNet", help="braindecode model")
+    p.add_argument("--strategy", default="head", help=strategy_help())
+    p.add_argument("--epochs", type=int, default=150, help="maximum pretraining epochs")
+    p.add_argument("--out", default="eegtransfer-demo", help="output folder (its parent must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bundle import write_dir_atomic
+    from ..bundle import check_output_path, write_dir_atomic
     from ..errors import EEGTransferError
     from ..models import check_model_name
 
     model = check_model_name(args.model)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise EEGTransferError(f"output folder {out} already exists; pass --overwrite or choose another --out")
+    check_output_path(out, overwrite=args.overwrite, what="--out")
     if args.epochs < 1:
         raise EEGTransferError(f"--epochs must be >= 1, got {args.epochs}")
-    from ..adaptation import adapt, parse_strategy
-
-    if args.strategy != "auto":
-        parse_strategy(args.strategy)
-
+    check_strategy(args.strategy)
+    from ..adaptation import adapt
     from ..evaluation import population_for, score_bundle
     from ..io.moabb import check_subjects, dataset_name, get_dataset, load_dataset
     from ..training.engine import resolve_device

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from . import add_common
 from .calibrate import add_recording_options
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bundle import check_output_path, verify_weights, write_file_atomic
     from ..errors import EEGTransferError
     from ..io import has_events, load_recording, parse_event_id, read_raw
+    from ..io.reading import check_readable
     from ..preprocessing import Recipe
     from .calibrate import quiet_down
 
@@ -49,11 +51,13 @@ def run(args: argparse.Namespace) -> int:
     model_dir, out = Path(args.model), Path(args.out)
     meta_json = verify_weights(model_dir)
     check_output_path(out, protect=[model_dir], overwrite=args.overwrite, what="--out")
+    check_readable(entry["path"])
     recipe = Recipe.from_dict(meta_json["recipe"])
     classes = list(meta_json["classes"])
-    ad = meta_json.get("adaptation") or {}
-    user_id = parse_event_id(args.event_id) or dict((ad.get("calibration") or {}).get("event_id") or {})
+    reused = reused_calibration(meta_json, args)
+    user_id = parse_event_id(args.event_id) or reused.get("event_id") or {}
     default_id = (meta_json.get("provenance") or {}).get("event_id")
+    interpolate = True if args.interpolate_missing else list(reused.get("interpolated") or []) or False
 
     raw = read_raw(entry["path"], encoding=args.encoding)
     # Consecutive windows only for a recording with no event at all: events that match no
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         logger.warning(fallback)
     rec = load_recording(entry["path"], recipe, classes=classes, events=entry["events"],
                          event_id=user_id, default_id=default_id, windows=windows,
-                         interpolate_missing=args.interpolate_missing, encoding=args.encoding, raw=raw)
+                         interpolate_missing=interpolate, encoding=args.encoding, raw=raw)
 
     from ..bundle import Bundle
 
@@ -86,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     result = {"out": str(out), "n_trials": int(len(df)), "classes": list(bundle.classes),
               "events_from": rec.events_from, "device": str(device),
               "interpolated": rec.channels.interpolated, "windows_fallback": fallback,
-              "n_bad_dropped": rec.n_bad_dropped}
+              "n_bad_dropped": rec.n_bad_dropped,
+              "reused_from_calibration": {k: v for k, v in reused.items() if v}}
     if not windows:
         known = df["label"].isin(bundle.classes).to_numpy()
         result["accuracy"] = float((df["label"] == df["predicted"])[known].mean()) if known.any() else None
@@ -95,7 +100,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"predicted    {len(df)} trials ({rec.events_from}) with {bundle.model_name} on {device}"
               + (f"; {rec.n_bad_dropped} overlapping a BAD annotation dropped" if rec.n_bad_dropped else ""))
+        for line in _reuse_lines(reused):
+            print(line)
         if result.get("accuracy") is not None:
             print(f"accuracy     {result['accuracy']:.3f} against the recording's labels")
         print(f"wrote        {out}")
     return 0
+
+
+def reused_calibration(meta_json: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """What ``predict`` takes over from the bundle's calibration, unless given again on the command line.
+
+    The channels interpolated at calibration are interpolated again (exactly
+    those: the adapted model saw them so), and the event ids named at
+    calibration name this recording's events.
+    """
+    cal = ((meta_json.get("adaptation") or {}).get("calibration")) or {}
+    return {"interpolated": [] if args.interpolate_missing else list(cal.get("interpolated") or []),
+            "event_id": {} if args.event_id else dict(cal.get("event_id") or {})}
+
+
+def _reuse_lines(reused: dict[str, Any]) -> list[str]:
+    lines = []
+    if reused.get("interpolated"):
+        lines.append(f"channels     interpolated {', '.join(reused['interpolated'])}, as at calibration")
+    if reused.get("event_id"):
+        ids = " ".join(f"{k}={v}" for k, v in reused["event_id"].items())
+        lines.append(f"events       event ids from calibration: {ids}")
+    return lines

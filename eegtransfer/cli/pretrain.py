@@ -36,6 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="POP_BUNDLE", help="bundle folder to write")
     p.add_argument("--report", metavar="PATH", help="write an HTML report there (validation, learning curves)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out / --report")
+    p.add_argument("--allow-chance", action="store_true",
+                   help="write the population even when its validation accuracy is not above chance "
+                   "(one-sided binomial test, p >= 0.05); it is then flagged chance_level in its "
+                   "provenance, and info and calibrate warn (default: refuse it)")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="save the training state there after every epoch; rerunning the same command "
                    "resumes an interrupted pretraining from it")
@@ -69,14 +73,17 @@ def run(args: argparse.Namespace) -> int:
     from .calibrate import quiet_down, show_progress
 
     quiet_down(args)
+    from ..bundle import check_output_path
     from ..models import check_model_name
 
     model = check_model_name(args.model)
     out = Path(args.out)
     if args.epochs < 1:
         raise EEGTransferError(f"--epochs must be >= 1, got {args.epochs}")
-    if out.exists() and not args.overwrite:
-        raise EEGTransferError(f"--out {out} already exists; pass --overwrite to replace it")
+    check_output_path(out, overwrite=args.overwrite, what="--out")
+    if args.checkpoint and not Path(args.checkpoint).absolute().parent.is_dir():
+        raise EEGTransferError(f"--checkpoint {args.checkpoint}: its folder "
+                               f"{Path(args.checkpoint).absolute().parent} does not exist; create it first")
     if args.manifest and (args.paradigm or args.subjects):
         raise EEGTransferError("--paradigm and --subjects go with --dataset, not --manifest")
     if args.report:
@@ -104,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     # Stored in the bundle, so that its report (and its patients') can say how each subject fared.
     bundle.provenance.update(validation=validation_facts(bundle, X, labels, meta), command=command_line())
     html = render_html(bundle.to_meta()) if args.report else None  # before saving: all or nothing
+    refuse_chance_level(bundle, allow=args.allow_chance)
     bundle.save(out, overwrite=args.overwrite)
     if html is not None:
         write_file_atomic(args.report, html, overwrite=True)  # checked before training
@@ -128,6 +136,27 @@ def run(args: argparse.Namespace) -> int:
         if args.report:
             print(f"report       {args.report}")
     return 0
+
+
+def refuse_chance_level(bundle: Any, *, allow: bool) -> None:
+    """Refuse a population whose validation accuracy is not above chance; flag it when allowed.
+
+    The test (one-sided binomial, p < 0.05 against the validation chance level)
+    is :func:`eegtransfer.training.pretraining.chance_test`, recorded in ``bundle.metrics``.
+    """
+    from ..errors import EEGTransferError
+
+    m = bundle.metrics
+    pval = m.get("val_above_chance_p")
+    if pval is None or pval < 0.05:
+        return
+    if not allow:
+        raise EEGTransferError(
+            f"validation accuracy {m['val_acc']:.3f} is not above chance ({m['val_chance']:.3f} for "
+            f"{len(bundle.classes)} classes; binomial p = {pval:.2g}); nothing written; pass "
+            "allow_chance=True to write it anyway, flagged as chance level")
+    bundle.provenance["chance_level"] = True
+    logger.warning("writing a chance-level population (allow_chance=True): flagged chance_level in its provenance")
 
 
 def _from_dataset(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:

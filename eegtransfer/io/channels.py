@@ -167,7 +167,8 @@ class ChannelReport:
     interpolated: list[str] = field(default_factory=list)
 
 
-def conform_channels(raw: mne.io.BaseRaw, channels: list[str], *, interpolate_missing: bool = False,
+def conform_channels(raw: mne.io.BaseRaw, channels: list[str], *,
+                     interpolate_missing: bool | list[str] = False,
                      source: str = "recording") -> tuple[mne.io.BaseRaw, ChannelReport]:
     """Give ``raw`` exactly ``channels``, in that order.
 
@@ -178,12 +179,16 @@ def conform_channels(raw: mne.io.BaseRaw, channels: list[str], *, interpolate_mi
 
     Parameters
     ----------
-    raw : mne.io.Raw, n_found channels
+    raw : mne.io.Raw | mne.Epochs, n_found channels
         Loaded recording; not modified.
     channels : list of str, length n_chans
         The model's channel names.
-    interpolate_missing : bool
-        Interpolate model channels the recording lacks instead of refusing.
+    interpolate_missing : bool | list of str
+        ``True``: interpolate model channels the recording lacks instead of
+        refusing. A list: interpolate exactly these channels (those a patient
+        bundle was calibrated with), even where the recording has them, so
+        the model sees what it was adapted on; any other missing channel is
+        refused.
     source : str
         File name for messages.
 
@@ -194,10 +199,13 @@ def conform_channels(raw: mne.io.BaseRaw, channels: list[str], *, interpolate_mi
     report : ChannelReport
     """
     mapping, missing = match_channels(list(raw.ch_names), list(channels), source=source)
-    if missing and not interpolate_missing:
+    if isinstance(interpolate_missing, (list, tuple)):
+        mapping, missing = _fixed_interpolation(mapping, missing, list(channels), list(interpolate_missing),
+                                                source, list(raw.ch_names))
+    elif missing and not interpolate_missing:
         raise EEGTransferError(
             f"{source}: cannot map the model's channel(s) {missing} to the recording's channels "
-            f"{list(raw.ch_names)}; rename them, or pass --interpolate-missing to interpolate them"
+            f"{list(raw.ch_names)}; rename them, or pass interpolate_missing=True to interpolate them"
         )
     if not mapping:
         raise EEGTransferError(
@@ -210,7 +218,7 @@ def conform_channels(raw: mne.io.BaseRaw, channels: list[str], *, interpolate_mi
     if renames:
         out.rename_channels(renames)
     out.set_channel_types({c: "eeg" for c in present}, on_unit_change="ignore", verbose="error")
-    out.load_data(verbose="error")
+    out.load_data()  # Epochs.load_data takes no verbose; a Raw says nothing at "error" anyway
     report = ChannelReport(used=list(channels), renamed=renames,
                            dropped=[c for c in raw.ch_names if c not in set(mapping.values())],
                            interpolated=list(missing))
@@ -218,6 +226,21 @@ def conform_channels(raw: mne.io.BaseRaw, channels: list[str], *, interpolate_mi
         _interpolate(out, list(channels), missing, source)
     out.reorder_channels(list(channels))
     return out, report
+
+
+def _fixed_interpolation(mapping: dict[str, str], missing: list[str], channels: list[str],
+                         fixed: list[str], source: str,
+                         found: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``mapping`` and ``missing`` when exactly the ``fixed`` channels are interpolated."""
+    unexpected = [c for c in missing if c not in fixed]
+    if unexpected:
+        raise EEGTransferError(
+            f"{source}: cannot map the model's channel(s) {unexpected} to the recording's channels "
+            f"{found}; the bundle was calibrated interpolating only {fixed or 'none'}; rename them, "
+            "or pass interpolate_missing=True to interpolate them too"
+        )
+    mapping = {c: f for c, f in mapping.items() if c not in fixed}
+    return mapping, [c for c in channels if c in fixed]
 
 
 def _interpolate(raw: mne.io.BaseRaw, channels: list[str], missing: list[str], source: str) -> None:
@@ -233,8 +256,12 @@ def _interpolate(raw: mne.io.BaseRaw, channels: list[str], missing: list[str], s
             "in the standard 10-05 montage"
         )
     info = mne.create_info(missing, raw.info["sfreq"], "eeg")
-    filler = mne.io.RawArray(np.zeros((len(missing), raw.n_times)), info,
-                             first_samp=raw.first_samp, verbose="error")
+    if isinstance(raw, mne.BaseEpochs):  # Bundle.predict(epochs): same steps, per epoch
+        filler = mne.EpochsArray(np.zeros((len(raw), len(missing), len(raw.times))), info,
+                                 events=raw.events, tmin=raw.tmin, event_id=raw.event_id, verbose="error")
+    else:
+        filler = mne.io.RawArray(np.zeros((len(missing), raw.n_times)), info,
+                                 first_samp=raw.first_samp, verbose="error")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw.add_channels([filler], force_update_info=True)

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DataNotFoundError, EEGTransferError
+from ..errors import DataNotFoundError, EEGTransferError, close_names
+from ..logs import verbose as verbose_decorator
 from ..preprocessing import Recipe, epochs_from_raw
 from .channels import conform_channels
 from .events import find_events
@@ -99,7 +100,10 @@ def get_dataset(name: str) -> Any:
     if cls is None or not isinstance(cls, type):
         known = sorted(n for n in getattr(mdatasets, "__all__", dir(mdatasets))
                        if n[:1].isupper() and not n.startswith("Base"))
+        close = close_names(name, known)
+        # A close name is the answer; the whole list only when there is none.
         raise EEGTransferError(
+            f"unknown dataset {name!r}; did you mean {close}?" if close else
             f"unknown dataset {name!r}; MOABB datasets include: {', '.join(known[:40])}"
             + (" ..." if len(known) > 40 else "")
         )
@@ -170,6 +174,7 @@ def load_raws(dataset: Any, subjects: list[int], *,
     return out
 
 
+@verbose_decorator
 def load_dataset(
     dataset: Any,
     subjects: list[int],
@@ -179,7 +184,7 @@ def load_dataset(
     conform: bool = False,
     report: dict[str, Any] | None = None,
     on_missing: str = "raise",
-    verbose: bool | str | None = False,
+    verbose: bool | str | int | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame, Recipe]:
     """Load MOABB subjects and apply one recipe to every run.
 
@@ -209,6 +214,10 @@ def load_dataset(
         ``source_sfreq`` (the last run's sampling rate).
     on_missing : {"raise", "skip"}
         What to do with a subject that is neither cached nor downloadable.
+    verbose : bool | str | int | None
+        Log level for this call, as in MNE (``True``: information, ``False``:
+        warnings only, ``None``: the ``eegtransfer`` logger's level). MNE's
+        own messages stay quiet unless this is ``True`` or a level name.
 
     Returns
     -------
@@ -220,6 +229,8 @@ def load_dataset(
     """
     import pandas as pd
 
+    # MNE prints every filter design at its default level: quiet unless asked for.
+    mne_verbose = verbose if verbose not in (None, False) else False
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)
     recipe = recipe or default_recipe(dataset)
@@ -242,7 +253,7 @@ def load_dataset(
                     report["renamed"].update(rep.renamed)
                     report["dropped"] = sorted(set(report["dropped"]) | set(rep.dropped))
                 X, meta = epochs_from_raw(raw, events, ids, recipe, subject=subject, session=session,
-                                          run=run, source=source, verbose=verbose)
+                                          run=run, source=source, verbose=mne_verbose)
                 xs.append(X)
                 metas.append(meta)
     if not xs:

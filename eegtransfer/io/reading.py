@@ -70,6 +70,49 @@ def _check_edf_size(path: Path) -> None:
                            "it was damaged (e.g. copied as text, with line endings rewritten)")
 
 
+# What the message lists when MNE's own table of readers cannot be asked.
+COMMON_FORMATS = {".edf": "EDF/EDF+", ".bdf": "BDF", ".gdf": "GDF", ".fif": "FIF", ".vhdr": "BrainVision",
+                  ".set": "EEGLAB", ".cnt": "Neuroscan/ANT", ".mff": "EGI", ".nxe": "Nexstim", ".ds": "CTF"}
+
+
+def readable_suffixes() -> dict[str, str]:
+    """File extensions :func:`mne.io.read_raw` reads, each with its format's name."""
+    try:  # MNE keeps the table private; its absence in a later release costs only the long list
+        from mne.io._read_raw import _get_supported
+
+        return {ext: ", ".join(readers) for ext, readers in _get_supported().items()}
+    except Exception:  # noqa: BLE001 - any failure falls back to the common formats
+        return dict(COMMON_FORMATS)
+
+
+def check_readable(path: str | Path) -> Path:
+    """Refuse, before reading anything, a file that is missing or that no MNE reader takes.
+
+    Returns
+    -------
+    path : Path
+
+    Raises
+    ------
+    DataNotFoundError
+        If the file does not exist.
+    EEGTransferError
+        If its extension is none MNE reads; the message lists the formats.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: no such recording file")
+    known = readable_suffixes()
+    name = path.name.lower()
+    if not any(name.endswith(ext) for ext in known):
+        common = ", ".join(f"{ext} ({fmt})" for ext, fmt in COMMON_FORMATS.items())
+        raise EEGTransferError(
+            f"{path}: not an EEG file MNE can read (extension {path.suffix or 'none'}); "
+            f"MNE reads {common} and {len(known) - len(COMMON_FORMATS)} more formats"
+        )
+    return path
+
+
 def read_raw(path: str | Path, *, encoding: str | None = None,
              preload: bool = True) -> mne.io.BaseRaw:
     """Read any recording that :func:`mne.io.read_raw` reads.
@@ -101,9 +144,7 @@ def read_raw(path: str | Path, *, encoding: str | None = None,
     """
     import mne
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"{path}: no such recording file")
+    path = check_readable(path)
     _check_edf_size(path)
     kwargs: dict[str, Any] = {}
     if encoding and path.suffix.lower() in EDF_LIKE:

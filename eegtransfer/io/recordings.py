@@ -20,6 +20,7 @@ import numpy as np
 
 from ..bundle import sha256_file
 from ..errors import EEGTransferError, one_line
+from ..logs import verbose as verbose_decorator
 from ..preprocessing import Recipe, epochs_from_raw
 from .channels import ChannelReport, conform_channels
 from .events import find_events, window_events
@@ -41,8 +42,10 @@ class Recording:
     X : ndarray of float32, shape (n_trials, n_chans, n_times)
     meta : pandas.DataFrame
         One row per trial (see :func:`~eegtransfer.preprocessing.epochs_from_raw`).
-    path : Path
+    path : Path | None
+        ``None`` for an MNE object given in Python.
     sha256 : str
+        ``""`` for an MNE object given in Python.
     channels : ChannelReport
     sfreq : float
         The file's sampling rate (before resampling to the recipe's).
@@ -54,7 +57,7 @@ class Recording:
 
     X: np.ndarray
     meta: pd.DataFrame
-    path: Path
+    path: Path | None
     sha256: str
     channels: ChannelReport
     sfreq: float
@@ -64,7 +67,7 @@ class Recording:
 
     def summary(self) -> dict[str, Any]:
         """Plain data for a report or JSON: file, trials, sampling rate, channel changes."""
-        return {"path": str(self.path), "sha256": self.sha256, "n_trials": int(len(self.X)),
+        return {"path": str(self.path) if self.path else None, "sha256": self.sha256, "n_trials": int(len(self.X)),
                 "n_bad_dropped": self.n_bad_dropped,
                 "sfreq": self.sfreq, "events_from": self.events_from,
                 "renamed": self.channels.renamed, "dropped": self.channels.dropped,
@@ -73,8 +76,9 @@ class Recording:
                 if len(self.meta) else None}
 
 
+@verbose_decorator
 def load_recording(
-    path: str | Path,
+    path: str | Path | None,
     recipe: Recipe,
     *,
     classes: list[str] | None = None,
@@ -83,19 +87,21 @@ def load_recording(
     default_id: dict[str, int] | None = None,
     label: str | None = None,
     windows: bool = False,
-    interpolate_missing: bool = False,
+    interpolate_missing: bool | list[str] = False,
     encoding: str | None = None,
     subject: str = "patient",
     session: str = "0",
     run: str = "0",
     raw: mne.io.BaseRaw | None = None,
+    verbose: bool | str | int | None = None,
 ) -> Recording:
     """Read one file and cut it into recipe-preprocessed, labelled trials.
 
     Parameters
     ----------
-    path : str | Path
-        Any file :func:`read_raw` reads.
+    path : str | Path | None
+        Any file :func:`read_raw` reads; ``None`` with ``raw``, an MNE object
+        made in Python (no file, no SHA-256).
     recipe : Recipe
         The model's recipe (channels, sampling rate, window, filters).
     classes, events, event_id, default_id
@@ -106,21 +112,27 @@ def load_recording(
     windows : bool
         Cut into consecutive windows without a label (``label`` column
         empty), e.g. to predict on an unlabelled recording.
-    interpolate_missing : bool
-        Interpolate model channels the file lacks instead of refusing.
     encoding : str | None
         EDF+ annotation encoding.
     subject, session, run : str
         Stored in the trials' metadata.
     raw : mne.io.Raw | None
         ``path`` already read with :func:`read_raw` (saves reading it twice).
+    interpolate_missing : bool | list of str
+        ``True``: interpolate model channels the file lacks instead of
+        refusing; a list: exactly these channels (see
+        :func:`~eegtransfer.io.channels.conform_channels`).
+    verbose : bool | str | int | None
+        Log level for this call, as in MNE.
 
     Returns
     -------
     recording : Recording
     """
-    path = Path(path)
-    source = str(path)
+    if path is None and raw is None:
+        raise EEGTransferError("load_recording needs a path or raw=")
+    path = None if path is None else Path(path)
+    source = str(path) if path is not None else _raw_source(raw)
     if raw is None:
         raw = read_raw(path, encoding=encoding)
     try:
@@ -135,12 +147,18 @@ def load_recording(
                                f"{one_line(err)})") from None
 
 
-def _load(raw: mne.io.BaseRaw, path: Path, recipe: Recipe, *, classes: list[str] | None,
+def _raw_source(raw: mne.io.BaseRaw) -> str:
+    """How messages name a Raw given in Python: its file when it has one."""
+    files = [f for f in (getattr(raw, "filenames", None) or []) if f]
+    return f"Raw ({Path(files[0]).name})" if files else "Raw"
+
+
+def _load(raw: mne.io.BaseRaw, path: Path | None, recipe: Recipe, *, classes: list[str] | None,
           events: str | Path | None, event_id: dict[str, str] | None,
           default_id: dict[str, int] | None, label: str | None, windows: bool,
-          interpolate_missing: bool, subject: str, session: str, run: str) -> Recording:
+          interpolate_missing: bool | list[str], subject: str, session: str, run: str) -> Recording:
     """:func:`load_recording` on a ``raw`` already read; MNE's own errors still to be named."""
-    source = str(path)
+    source = str(path) if path is not None else _raw_source(raw)
     if label is not None or windows:
         ev = window_events(raw, recipe)
         if len(ev) == 0:
@@ -163,5 +181,5 @@ def _load(raw: mne.io.BaseRaw, path: Path, recipe: Recipe, *, classes: list[str]
         meta["label"] = ""
     logger.debug("%s: %d trials from %s; channels renamed %s, dropped %s, interpolated %s",
                  source, len(X), how, chans.renamed, chans.dropped, chans.interpolated)
-    return Recording(X=X, meta=meta, path=path, sha256=sha256_file(path), channels=chans,
+    return Recording(X=X, meta=meta, path=path, sha256=sha256_file(path) if path else "", channels=chans,
                      sfreq=sfreq, events_from=how, event_id=ids, n_bad_dropped=counts["n_bad_dropped"])

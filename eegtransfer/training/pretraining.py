@@ -15,6 +15,7 @@ import numpy as np
 
 from ..bundle import Bundle, package_versions
 from ..errors import EEGTransferError
+from ..logs import verbose
 from ..preprocessing import Recipe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +54,41 @@ def _resume_settings(model: str, model_kwargs: dict[str, Any] | None, classes: l
             "val_fraction": float(val_fraction)}
 
 
+def chance_test(accuracy: float | None, y_val: np.ndarray, n_classes: int) -> dict[str, float | None]:
+    """Chance level of a validation set and a one-sided binomial test of ``accuracy`` against it.
+
+    Chance is the larger of ``1 / n_classes`` and the share of the most
+    frequent class among the validation trials: a model that always answers
+    that class reaches it without learning anything.
+
+    Parameters
+    ----------
+    accuracy : float | None
+        Validation accuracy (``None`` without validation subjects).
+    y_val : ndarray of int, shape (n_val_trials,)
+        Validation labels.
+    n_classes : int
+
+    Returns
+    -------
+    result : dict
+        ``val_chance`` and ``val_above_chance_p`` (``None`` when there was
+        no validation set), the p-value of "accuracy > chance".
+    """
+    y_val = np.asarray(y_val)
+    n = len(y_val)
+    share = float(np.bincount(y_val, minlength=n_classes).max() / n) if n else 0.0
+    chance = max(1.0 / n_classes, share)
+    if accuracy is None or n == 0:
+        return {"val_chance": round(chance, 4), "val_above_chance_p": None}
+    from scipy.stats import binomtest
+
+    k = int(round(float(accuracy) * n))
+    return {"val_chance": round(chance, 4),
+            "val_above_chance_p": float(binomtest(k, n, chance, alternative="greater").pvalue)}
+
+
+@verbose
 def pretrain(
     X: np.ndarray,
     labels: np.ndarray,
@@ -74,8 +110,15 @@ def pretrain(
     progress: bool = False,
     checkpoint: str | None = None,
     provenance: dict[str, Any] | None = None,
+    verbose: bool | str | int | None = None,
 ) -> Bundle:
     """Train a population model and return it as a :class:`Bundle`.
+
+    ``metrics`` holds the best epoch's scores, ``val_chance`` and
+    ``val_above_chance_p`` (:func:`chance_test`); a model not above chance
+    (p >= 0.05) is returned all the same, with a logged warning: whether to
+    keep it is the caller's decision (the command line refuses it unless
+    ``--allow-chance``).
 
     Parameters
     ----------
@@ -101,6 +144,9 @@ def pretrain(
         Resume an interrupted run from this file (see :func:`eegtransfer.training.engine.train`).
         A checkpoint of other data, subjects, alignment, classes or settings
         is refused with an error naming what differs.
+    verbose : bool | str | int | None
+        Log level for this call, as in MNE (``None``: the ``eegtransfer``
+        logger's level).
 
     Returns
     -------
@@ -163,6 +209,12 @@ def pretrain(
         **(provenance or {}),
     }
     metrics = {k: v for k, v in best.items() if k != "epoch"}
+    metrics.update(chance_test(metrics.get("val_acc"), y[va], len(classes)))
+    if metrics["val_above_chance_p"] is not None and metrics["val_above_chance_p"] >= 0.05:
+        logger.warning("validation accuracy %.3f on %d trials of subjects %s is not above chance (%.3f; "
+                       "binomial p = %.2g): this population model is no better than guessing",
+                       metrics["val_acc"], int(va.sum()), prov["validation_subjects"],
+                       metrics["val_chance"], metrics["val_above_chance_p"])
     return Bundle(net, model, recipe, classes, model_kwargs=model_kwargs, provenance=prov,
                   metrics=metrics, history=hist.to_dict())
 
