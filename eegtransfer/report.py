@@ -731,9 +731,7 @@ def check_report_path(path: str | Path, *, overwrite: bool = False,
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise EEGTransferError(f"{what} {path}: the report is HTML; name it with .html")
-    if not path.parent.is_dir():
-        raise EEGTransferError(f"{what} {path}: folder {path.parent} does not exist (it is not created)")
-    check_output_path(path, overwrite=overwrite, protect=list(protect or []), what=what)
+    check_output_path(path, overwrite=overwrite, protect=list(protect or []), what=what)  # folder, existence
     return path
 
 
@@ -742,13 +740,10 @@ def write_report(meta: dict[str, Any], path: str | Path, *, overwrite: bool = Fa
 
     The parent folder must exist: a mistyped folder is an error rather than a new folder.
     """
-    from .bundle import write_file_atomic
+    from .bundle import check_output_path, write_file_atomic
 
     path = Path(path)
-    if not path.parent.is_dir():
-        raise EEGTransferError(f"{path}: folder {path.parent} does not exist (it is not created)")
-    if path.exists() and not overwrite:
-        raise EEGTransferError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+    check_output_path(path, overwrite=overwrite, what="report")  # its folder exists; no silent replace
     text = render_html(meta)
     return write_file_atomic(path, text, overwrite=True)
 

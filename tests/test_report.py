@@ -210,7 +210,8 @@ def test_cli_report_on_population_and_patients(bundles, tmp_path):
 def test_cli_pretrain_report(tmp_path):
     out, report = tmp_path / "pop", tmp_path / "pop.html"
     args = ("pretrain", "--dataset", "FakeDataset", "--paradigm", "imagery", "--subjects", 1, 2, "--epochs", 2,
-            "--tmin", 0, "--tmax", 1, "--sfreq", 64, "--h-freq", 30, "--out", out, "--quiet", "--device", "cpu")
+            "--tmin", 0, "--tmax", 1, "--sfreq", 64, "--h-freq", 30, "--out", out, "--quiet", "--device", "cpu",
+            "--allow-chance")  # FakeDataset is noise: its population is at chance, on purpose here
     missing = run_cli(*args, "--report", tmp_path / "nope" / "r.html")
     assert missing.returncode == 2 and "does not exist" in missing.stderr and not out.exists()
     r = run_cli(*args, "--report", report, "--json")
