@@ -64,7 +64,7 @@ def test_missing_parent_folders_are_refused_not_created(saved_population, tmp_pa
 
 
 def test_library_says_overwrite_true_and_the_cli_says_the_flag(fake_population, saved_population, tmp_path):
-    from eegtransfer.cli import to_flags
+    from eegtransfer.cli.utils import to_flags
     from eegtransfer.errors import EEGTransferError
 
     with pytest.raises(EEGTransferError) as err:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import re
 import sys
 import warnings
 
@@ -49,21 +48,9 @@ def _broken_command(sub: argparse._SubParsersAction, name: str, err: Exception) 
     p.set_defaults(func=run)
 
 
-class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's default in its help, unless the help already says it.
-
-    Off switches (``False``) and options without a value (``None``) show none:
-    "(default: None)" tells nothing; such options say what happens without them.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS, []):
-            return text
-        return super()._get_help_string(action) or text
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .utils import DefaultsFormatter
+
     parser = argparse.ArgumentParser(
         prog="eegtransfer",
         description="Pretrain a braindecode EEG decoder on a population and adapt it to one patient.",
@@ -81,49 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         mod.add_parser(sub)
     return parser
-
-
-def check_device_arg(args: argparse.Namespace) -> None:
-    """Refuse a bad ``--device`` before any data is read."""
-    if getattr(args, "device", None) is not None:
-        from ..training.engine import resolve_device
-
-        resolve_device(args.device)
-
-
-# The library names Python parameters (``minutes=2``); the command line names its flags.
-_SWITCHES = {"per_class=True": "--per-class", "overwrite=True": "--overwrite",
-             "interpolate_missing=True": "--interpolate-missing", "allow_chance=True": "--allow-chance"}
-_VALUED = ("minutes", "trials", "device", "strategy", "epochs", "seed", "model", "subjects", "stride")
-
-
-def strategy_help() -> str:
-    """``--strategy`` help: the whole list, from the library (cheap: imports no torch)."""
-    from ..adaptation import STRATEGIES
-
-    return f"adaptation strategy, one of: {', '.join(STRATEGIES)}"
-
-
-def check_strategy(name: str) -> None:
-    """Refuse an unknown ``--strategy`` before any data is read, suggesting close names."""
-    from ..adaptation import STRATEGIES, parse_strategy
-    from ..errors import EEGTransferError, close_names
-
-    if name == "auto":
-        return
-    try:
-        parse_strategy(name)
-    except EEGTransferError as err:
-        close = close_names(name, list(STRATEGIES))
-        raise EEGTransferError(f"unknown strategy {name!r}; did you mean {close}? (one of "
-                               f"{', '.join(STRATEGIES)})" if close else str(err)) from None
-
-
-def to_flags(message: str) -> str:
-    """A library message in command-line terms: ``minutes=2`` -> ``--minutes 2``."""
-    for param, flag in _SWITCHES.items():
-        message = message.replace(param, flag)
-    return re.sub(r"\b(" + "|".join(_VALUED) + r")=", lambda m: f"--{m.group(1)} ", message)
 
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
@@ -151,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     # 30x slower per step at load 8 on 2 cores); passive waiting costs nothing idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..errors import EEGTransferError
+    from .utils import check_device_arg, to_flags
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -167,17 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"eegtransfer {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130
-
-
-def add_common(p: argparse.ArgumentParser, *, device: bool = True, seed: bool = True) -> None:
-    """Options that every training command shares."""
-    if device:
-        p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
-    if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress or log output")
-    p.add_argument("--verbose", action="store_true", help="more log output")
 
 
 if __name__ == "__main__":  # pragma: no cover

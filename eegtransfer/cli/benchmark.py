@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import add_common
+from .utils import add_common
 
 logger = logging.getLogger("eegtransfer")
 

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from . import add_common, check_strategy, strategy_help
+from .utils import add_common, check_strategy, strategy_help
 
 logger = logging.getLogger("eegtransfer")
 

@@ -8,8 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import add_common
-from .calibrate import add_recording_options
+from .utils import add_common, add_recording_options
 
 logger = logging.getLogger("eegtransfer")
 
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import has_events, load_recording, parse_event_id, read_raw
     from ..io.reading import check_readable
     from ..preprocessing import Recipe
-    from .calibrate import quiet_down
+    from .utils import quiet_down
 
     quiet_down(args)
 

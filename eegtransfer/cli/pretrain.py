@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import add_common
+from .utils import add_common
 
 logger = logging.getLogger("eegtransfer")
 
@@ -70,7 +70,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     from ..errors import EEGTransferError
-    from .calibrate import quiet_down, show_progress
+    from .utils import quiet_down, show_progress
 
     quiet_down(args)
     from ..bundle import check_output_path
@@ -179,7 +179,8 @@ def _from_dataset(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, An
 
 def _from_manifest(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     from ..io import parse_event_id, read_manifest, recipe_from_recording
-    from .calibrate import load_recordings, show_progress
+    from ..workflows import load_recordings
+    from .utils import show_progress
 
     df = read_manifest(args.manifest)
     entries = [dict(r) for r in df.to_dict("records")]

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import add_common
+from .utils import add_common
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
