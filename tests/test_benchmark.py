@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from eegtransfer.benchmark import BenchmarkResult, adapt_across_datasets, run_benchmark
+from eegtransfer.evaluation.cross_dataset import adapt_across_datasets
+from eegtransfer.evaluation.moabb import BenchmarkResult, run_benchmark
 
 
 @pytest.fixture(autouse=True)

@@ -147,7 +147,7 @@ def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_
 def test_a_moabb_run_keeps_the_duplicated_recording_out_of_the_population(mne_data, tmp_path):
     from sklearn.base import BaseEstimator, ClassifierMixin
 
-    from eegtransfer.benchmark import run_benchmark
+    from eegtransfer.evaluation.moabb import run_benchmark
 
     seen = []
 

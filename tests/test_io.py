@@ -172,7 +172,7 @@ def test_stim_channel_uses_default_event_id_or_asks(tmp_path):
     raw.add_channels([mne.io.RawArray(stim, mne.create_info(["STI"], 256.0, "stim"), verbose="error")])
     ev, ids, how = find_events(raw, classes=CLASSES, default_id=KALUNGA_ID)
     assert "stim" in how and ids == {"13": 2, "rest": 1} and len(ev) == 3
-    with pytest.raises(EEGTransferError, match=r"codes \[1, 2\].*--event-id"):
+    with pytest.raises(EEGTransferError, match=r"codes \[1, 2\].*event_id="):
         find_events(raw, classes=CLASSES)
     # an MNE events file
     eve = tmp_path / "x-eve.txt"
@@ -239,7 +239,7 @@ def test_non_utf8_edf_annotations_need_encoding(tmp_path):
     assert data.count(b"rest") == 1
     latin = tmp_path / "latin.edf"
     latin.write_bytes(data.replace(b"rest", b"r\xe9st"))  # same length: header stays valid
-    with pytest.raises(EEGTransferError, match="latin.edf: .*not valid UTF-8.*--encoding latin1"):
+    with pytest.raises(EEGTransferError, match="latin.edf: .*not valid UTF-8.*encoding=latin1"):
         read_raw(latin)
     assert "r\u00e9st" in set(read_raw(latin, encoding="latin1").annotations.description)
 

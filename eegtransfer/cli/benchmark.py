@@ -59,8 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..benchmark import curve_markdown, run_benchmark
     from ..errors import EEGTransferError
+    from ..evaluation.moabb import curve_markdown, run_benchmark
     from ..models import check_model_name
 
     model = check_model_name(args.model)

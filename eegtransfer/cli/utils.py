@@ -51,7 +51,8 @@ def check_device_arg(args: argparse.Namespace) -> None:
 # The library names Python parameters (``minutes=2``); the command line names its flags.
 _SWITCHES = {"per_class=True": "--per-class", "overwrite=True": "--overwrite",
              "interpolate_missing=True": "--interpolate-missing", "allow_chance=True": "--allow-chance"}
-_VALUED = ("minutes", "trials", "device", "strategy", "epochs", "seed", "model", "subjects", "stride")
+_VALUED = ("minutes", "trials", "device", "strategy", "epochs", "seed", "model", "subjects", "stride",
+           "encoding", "event_id", "events", "channels")
 
 
 def strategy_help() -> str:
@@ -80,7 +81,7 @@ def to_flags(message: str) -> str:
     """A library message in command-line terms: ``minutes=2`` -> ``--minutes 2``."""
     for param, flag in _SWITCHES.items():
         message = message.replace(param, flag)
-    return re.sub(r"\b(" + "|".join(_VALUED) + r")=", lambda m: f"--{m.group(1)} ", message)
+    return re.sub(r"\b(" + "|".join(_VALUED) + r")=\s?", lambda m: f"--{m.group(1).replace('_', '-')} ", message)
 
 
 class RecordingAction(argparse.Action):

@@ -1,11 +1,19 @@
-"""Evaluation: scores, the one protocol, baselines and paired statistics.
+"""Evaluation: scores, the one protocol, baselines, paired statistics and the benchmark runners.
 
-Accuracy is computed on trials **after** the calibration data in recording
-time, never on a random sample of them. Every benchmark, the calibration
-curve, the MOABB runner and the demo split a target subject with
-:mod:`eegtransfer.evaluation.protocol`; baselines live in
-:mod:`eegtransfer.evaluation.baselines` and paired per-subject statistics in
-:mod:`eegtransfer.evaluation.stats`.
+Accuracy is computed on trials **after** the calibration data in recording time, never on a
+random sample of them.
+
+- :mod:`~eegtransfer.evaluation.protocol`: which trials calibrate and which test, for every
+  method alike (the first run's first minutes, grown until every class has 2 trials; the later
+  runs; populations without duplicated recordings).
+- :mod:`~eegtransfer.evaluation.baselines`: what a user would otherwise run (TS+LR, MDM, RCT,
+  RPA, CCA, scratch); :mod:`~eegtransfer.evaluation.stats`: paired Wilcoxon tests, effect sizes
+  and the tables.
+- :mod:`~eegtransfer.evaluation.loso`: the protocol over a MOABB dataset (``eegtransfer benchmark``);
+  :mod:`~eegtransfer.evaluation.curve`: the calibration curve and the stop rule.
+- :mod:`~eegtransfer.evaluation.moabb` and :mod:`~eegtransfer.evaluation.pipelines`: MOABB's
+  ``CrossSubjectEvaluation`` with our estimator and its pipelines;
+  :mod:`~eegtransfer.evaluation.cross_dataset`: a population of one dataset adapted to another's.
 """
 
 from __future__ import annotations

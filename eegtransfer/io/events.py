@@ -53,7 +53,7 @@ def parse_event_id(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         name, sep, code = str(item).partition("=")
         if not sep or not name.strip() or not code.strip():
-            raise EEGTransferError(f"--event-id {item!r}: expected NAME=CODE, e.g. left=1 or rest=T0")
+            raise EEGTransferError(f"event_id={item!r}: expected NAME=CODE, e.g. left=1 or rest=T0")
         out[name.strip()] = code.strip()
     return out
 
@@ -63,7 +63,7 @@ def _code_map(event_id: dict[str, Any], source: str) -> dict[str, int]:
         return {str(k): int(v) for k, v in event_id.items()}
     except (TypeError, ValueError):
         raise EEGTransferError(
-            f"{source}: --event-id codes must be integers for a stim channel or MNE events file, "
+            f"{source}: event_id= codes must be integers for a stim channel or MNE events file, "
             f"got {event_id}"
         ) from None
 
@@ -108,7 +108,7 @@ def _events_from_csv(raw: mne.io.BaseRaw, path: Path, classes: list[str] | None,
         expected = sorted(set(event_id) | set(event_id.values())) if event_id else classes
         raise EEGTransferError(
             f"{path}: unknown label(s) {unknown}; expected {expected}. Fix the labels, or declare "
-            "the patient's classes with --event-id NAME=LABEL for each"
+            "the patient's classes with event_id= NAME=LABEL for each"
         )
     if not mapping:  # no label is a class of the model: a new task with these classes
         mapping = {lab: lab for lab in found}
@@ -149,7 +149,7 @@ def _map_codes(events: np.ndarray, classes: list[str] | None, event_id: dict[str
         ids = {str(c): int(c) for c in codes}  # pretraining: codes are the class names
     else:
         raise EEGTransferError(
-            f"{source}: event codes {codes} need names; pass --event-id NAME=CODE for each class "
+            f"{source}: event codes {codes} need names; pass event_id= NAME=CODE for each class "
             f"of the model {classes}"
         )
     ids = {k: v for k, v in ids.items() if v in codes}
@@ -223,12 +223,12 @@ def find_events(raw: mne.io.BaseRaw, *, events: str | Path | None = None,
         found = _events_from_annotations(raw, found_desc, classes, event_id, source)
     if found is not None:
         return found
-    wanted = f"--event-id {event_id}" if event_id else f"the model's classes {classes}"
+    wanted = f"event_id={event_id}" if event_id else f"the model's classes {classes}"
     raise EEGTransferError(
         f"{source}: no event matches {wanted}; found annotations "
         f"{found_desc or 'none'} and "
         + (f"stim channel(s) {stim} with codes {stim_codes}" if stim else "no stim channel")
-        + ". Pass --events FILE, or --event-id NAME=CODE for each class"
+        + ". Pass events= FILE, or event_id= NAME=CODE for each class"
     )
 
 

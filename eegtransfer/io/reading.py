@@ -158,10 +158,10 @@ def read_raw(path: str | Path, *, encoding: str | None = None,
             if "invalid byte" in text and "annotation" in text:
                 raise EEGTransferError(
                     f"{path}: the EDF+ annotations are not valid {encoding or 'UTF-8'} text; "
-                    "pass --encoding latin1 (or the file's encoding)"
+                    "pass encoding=latin1 (or the file's encoding)"
                 ) from None
             if isinstance(err, LookupError) and encoding:
-                raise EEGTransferError(f"{path}: unknown --encoding {encoding!r}") from None
+                raise EEGTransferError(f"{path}: unknown encoding={encoding!r}") from None
             raise EEGTransferError(
                 f"{path}: cannot read as an EEG recording ({type(err).__name__}: {one_line(text)})"
             ) from None
@@ -248,5 +248,5 @@ def recipe_from_recording(path: str | Path, *, encoding: str | None = None,
     if "h_freq" not in overrides or overrides.get("h_freq") is None:
         kw["h_freq"] = min(45.0, round(0.45 * float(kw["sfreq"]), 1))
     if not chans:
-        raise EEGTransferError(f"{path}: no EEG channels found to build a recipe from; pass --channels")
+        raise EEGTransferError(f"{path}: no EEG channels found to build a recipe from; name them with channels=")
     return Recipe(**kw)

@@ -1,24 +1,16 @@
-"""MOABB benchmarks of population-pretrained, subject-adapted models against classical baselines.
+"""MOABB's ``CrossSubjectEvaluation`` of our pipelines against classical baselines.
 
-:func:`run_benchmark` runs a declared set of pipelines over MOABB datasets and
-subjects with :class:`moabb.evaluations.CrossSubjectEvaluation`, once per
-calibration size: each held-out subject's first ``calibration_size`` of every
-session is routed (with labels) to the pipelines that request it, the rest is
-the test. Our pipelines are :class:`~eegtransfer.estimator.SubjectAdaptiveClassifier`
-with several strategies (and zero-shot); the baselines are pyRiemann pipelines
-(tangent space + logistic regression, MDM), both as MOABB runs them (population
-only) and given the same calibration trials as ours (:class:`CalibratedBaseline`,
-pooled with the population).
+:func:`run_benchmark` runs the pipelines of :mod:`eegtransfer.evaluation.pipelines` over MOABB
+datasets (deduplicated: :func:`eegtransfer.io.deduplicated`) once per calibration size: each
+held-out subject's first ``calibration_size`` of every session is routed (with labels) to the
+pipelines that request it, the rest is the test. For the one protocol of the project's tables
+use :mod:`eegtransfer.evaluation.loso` (``eegtransfer benchmark``, the default).
 
-Parallelism: MOABB fits the folds (one per held-out subject) with joblib,
-``n_jobs`` of them at a time. With ``dask_scheduler`` (an address or a
-``dask.distributed.Client``) the folds go to that Dask cluster through
-joblib's ``dask`` backend. The pretrain cache (:mod:`eegtransfer.training.cache`) makes
-every strategy and calibration size of a fold share one population model.
-
-Across datasets, :func:`adapt_across_datasets` pretrains on one dataset and
-adapts to a subject of another whose channels come in another order, with
-extra channels, another sampling rate or other classes.
+Parallelism: MOABB fits the folds (one per held-out subject) with joblib, ``n_jobs`` of them at
+a time. With ``dask_scheduler`` (an address or a ``dask.distributed.Client``) the folds go to
+that Dask cluster through joblib's ``dask`` backend. The pretrain cache
+(:mod:`eegtransfer.training.cache`) makes every strategy and calibration size of a fold share
+one population model.
 """
 
 from __future__ import annotations
@@ -30,140 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
-
-from .errors import EEGTransferError
+from ..errors import EEGTransferError
+from .pipelines import BASELINES, baseline_pipelines, our_pipelines
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .bundle import Bundle
-    from .preprocessing import Recipe
 
 logger = logging.getLogger("eegtransfer")
 
-BASELINES = ("TS+LR", "MDM")
-
-
-# --- pipelines ---------------------------------------------------------------
-
-class CalibratedBaseline(ClassifierMixin, BaseEstimator):
-    """Give a scikit-learn pipeline the target's labelled calibration trials.
-
-    In a MOABB transfer evaluation, ``fit`` receives ``X_target_labeled`` and
-    ``y_target_labeled`` through metadata routing (requested by default) and
-    fits ``estimator`` on the population trials plus the calibration trials
-    (``use="pooled"``, calibration trials repeated ``weight`` times) or on the
-    calibration trials only (``use="target"``).
-
-    Parameters
-    ----------
-    estimator : estimator
-        Any scikit-learn classifier taking MOABB's arrays.
-    use : {"pooled", "target"}
-    weight : int
-        Copies of each calibration trial in ``pooled`` mode.
-    """
-
-    __metadata_request__fit = {"X_target_labeled": True, "y_target_labeled": True}
-
-    def __init__(self, estimator: Any, use: str = "pooled", weight: int = 1) -> None:
-        self.estimator = estimator
-        self.use = use
-        self.weight = weight
-
-    def fit(self, X: Any, y: Any, *, X_target_labeled: Any = None,
-            y_target_labeled: Any = None) -> CalibratedBaseline:
-        """Fit on the population plus (or only) the calibration trials."""
-        if self.use not in ("pooled", "target"):
-            raise EEGTransferError(f"use must be 'pooled' or 'target', got {self.use!r}")
-        X, y = np.asarray(X), np.asarray(y)
-        n_cal = 0 if X_target_labeled is None else len(X_target_labeled)
-        if n_cal:
-            Xc, yc = np.asarray(X_target_labeled), np.asarray(y_target_labeled)
-            if self.use == "target":
-                X, y = Xc, yc
-            else:
-                reps = max(int(self.weight), 1)
-                X = np.concatenate([X] + [Xc] * reps)
-                y = np.concatenate([y] + [yc] * reps)
-        self.n_target_labeled_ = int(n_cal)
-        self.estimator_ = clone(self.estimator).fit(X, y)
-        self.classes_ = np.unique(np.concatenate([y, np.asarray(y_target_labeled)]) if n_cal else y)
-        return self
-
-    def _align(self, proba: np.ndarray) -> np.ndarray:
-        own = list(self.estimator_.classes_)
-        out = np.zeros((len(proba), len(self.classes_)))
-        for j, c in enumerate(self.classes_):
-            if c in own:
-                out[:, j] = proba[:, own.index(c)]
-        return out
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return self._align(self.estimator_.predict_proba(X))
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.estimator_.predict(X)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        tags.input_tags.two_d_array = False
-        return tags
-
-
-def baseline_pipelines(names: tuple[str, ...] | list[str] = BASELINES, *,
-                       calibrated: bool = True, plain: bool = True) -> dict[str, Any]:
-    """pyRiemann baselines by name: ``"TS+LR"`` and ``"MDM"`` on OAS covariances.
-
-    Parameters
-    ----------
-    names : list of str
-    calibrated : bool
-        Add ``"<name>+cal"``: the pipeline fitted on the population plus the
-        target's labelled calibration trials (:class:`CalibratedBaseline`).
-    plain : bool
-        Add ``"<name>"``: the pipeline as MOABB runs it, population only.
-    """
-    from pyriemann.classification import MDM
-    from pyriemann.estimation import Covariances
-    from pyriemann.tangentspace import TangentSpace
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    makers = {
-        "TS+LR": lambda: make_pipeline(Covariances("oas"), TangentSpace(metric="riemann"),
-                                       LogisticRegression(max_iter=1000)),
-        "MDM": lambda: make_pipeline(Covariances("oas"), MDM(metric="riemann")),
-    }
-    out: dict[str, Any] = {}
-    for name in names:
-        if name not in makers:
-            raise EEGTransferError(f"unknown baseline {name!r}; choose from {', '.join(makers)}")
-        if plain:
-            out[name] = makers[name]()
-        if calibrated:
-            out[f"{name}+cal"] = CalibratedBaseline(makers[name]())
-    return out
-
-
-def our_pipelines(strategies: tuple[str, ...] | list[str] = ("head", "last-k"), *,
-                  zero_shot: bool = True, model: str = "EEGNet", **params: Any) -> dict[str, Any]:
-    """:class:`SubjectAdaptiveClassifier` pipelines named ``"<model> <strategy>"``.
-
-    ``zero_shot`` adds ``"<model> zero-shot"`` (strategy ``none``). ``params``
-    go to every estimator (epochs, seed, sfreq, cache_dir, device, ...).
-    """
-    from .estimator import SubjectAdaptiveClassifier
-
-    out: dict[str, Any] = {}
-    if zero_shot:
-        out[f"{model} zero-shot"] = SubjectAdaptiveClassifier(model=model, strategy="none", **params)
-    for s in strategies:
-        out[f"{model} {s}"] = SubjectAdaptiveClassifier(model=model, strategy=s, **params)
-    return out
 
 
 def _dask_backend() -> str:
@@ -393,7 +260,7 @@ def run_benchmark(
     import pandas as pd
     from moabb.evaluations import CrossSubjectEvaluation
 
-    from .io.moabb import check_subjects, deduplicated, get_dataset
+    from ..io.moabb import check_subjects, deduplicated, get_dataset
 
     t0 = time.perf_counter()
     for size in calibration_sizes:
@@ -461,136 +328,3 @@ def run_benchmark(
     return BenchmarkResult(results, curve, files, time.perf_counter() - t0, settings)
 
 
-# --- across datasets ---------------------------------------------------------
-
-def recipe_for_target(recipe: Recipe, dataset: Any) -> Recipe:
-    """``recipe`` with its window moved to the start of ``dataset``'s trial interval.
-
-    Channels, sampling rate and filters stay (the model needs them); the
-    window keeps its length, so the model's input size does not change.
-    """
-    from .preprocessing import Recipe
-
-    lo, hi = (float(v) for v in dataset.interval)
-    length = recipe.tmax - recipe.tmin
-    if lo + length > hi + 1e-9:
-        logger.warning("%s trials last %.2f s, the model's window %.2f s; it runs past the trial",
-                       type(dataset).__name__, hi - lo, length)
-    d = recipe.to_dict()
-    d.update(tmin=lo, tmax=lo + length)
-    return Recipe.from_dict(d)
-
-
-@dataclass
-class TransferResult:
-    """A population model of one dataset adapted to a subject of another.
-
-    Attributes
-    ----------
-    population, patient : Bundle
-    source, target : str
-        Dataset names.
-    subject : int
-    zero_shot_accuracy : float | None
-        ``None`` when the class sets differ (the population cannot predict them).
-    adapted_accuracy : float
-    n_calibration, n_test : int
-    channels : dict
-        Channel matching report (renamed, dropped, sampling rates).
-    """
-
-    population: Bundle
-    patient: Bundle
-    source: str
-    target: str
-    subject: int
-    zero_shot_accuracy: float | None
-    adapted_accuracy: float
-    n_calibration: int
-    n_test: int
-    channels: dict[str, Any]
-
-    def summary(self) -> str:
-        p, q = self.population, self.patient
-        lines = [
-            f"source     {self.source}: {len(p.ch_names)} ch @ {p.sfreq:g} Hz, classes {p.classes}",
-            f"target     {self.target} subject {self.subject}: source rate "
-            f"{self.channels.get('source_sfreq')} Hz -> {q.sfreq:g} Hz, dropped {self.channels.get('dropped')}, "
-            f"renamed {self.channels.get('renamed') or {}}",
-            f"adaptation {q.adaptation.strategy if q.adaptation else None}: {self.n_calibration} calibration "
-            f"trials, classes {q.classes}" + (" (new head)" if q.adaptation and q.adaptation.new_head else ""),
-            f"zero-shot  {'n/a (other classes)' if self.zero_shot_accuracy is None else f'{self.zero_shot_accuracy:.3f}'}",
-            f"adapted    {self.adapted_accuracy:.3f} on {self.n_test} later trials",
-        ]
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"<TransferResult {self.source} -> {self.target} subject {self.subject}>\n{self.summary()}"
-
-    def _repr_html_(self) -> str:
-        import html
-
-        return f"<pre>{html.escape(self.__repr__())}</pre>"
-
-
-def adapt_across_datasets(
-    population: Bundle,
-    target: Any,
-    subject: int,
-    *,
-    calibration_trials: int | None = None,
-    calibration_minutes: float | None = None,
-    strategy: str = "head",
-    device: str = "cpu",
-    seed: int = 0,
-    **adapt_kwargs: Any,
-) -> TransferResult:
-    """Adapt a population bundle pretrained on one dataset to a subject of another.
-
-    The target's recordings are fitted to the bundle's recipe
-    (:func:`eegtransfer.io.load_dataset` with ``conform=True``): channels
-    matched by name and reordered, extra channels dropped, resampled to the
-    bundle's rate, window moved to the target's trial interval
-    (:func:`recipe_for_target`); its known duplicated runs are removed. When the target's
-    classes differ, :func:`~eegtransfer.adaptation.adapt` trains a new head.
-
-    Parameters
-    ----------
-    population : Bundle
-    target : str | MOABB dataset
-    subject : int
-    calibration_trials, calibration_minutes : int | float | None
-        The first trials (default: half of them) or minutes of the subject's
-        recordings, chronologically; the rest is the test.
-    strategy : str
-        A supervised strategy (the class set may be new).
-
-    Returns
-    -------
-    TransferResult
-    """
-    from .adaptation import adapt, select_calibration
-    from .io.moabb import dataset_name, get_dataset, load_dataset
-
-    if isinstance(target, str):
-        target = get_dataset(target)
-    recipe = recipe_for_target(population.recipe, target)
-    report: dict[str, Any] = {}
-    X, meta, _ = load_dataset(target, [subject], recipe, conform=True, report=report)
-    if calibration_trials is None and calibration_minutes is None:
-        calibration_trials = len(X) // 2
-    cal = select_calibration(meta, trials=calibration_trials, minutes=calibration_minutes,
-                             trial_seconds=recipe.tmax)
-    labels = meta["label"].astype(str).to_numpy()
-    patient = adapt(population, X[cal], labels[cal], strategy=strategy, device=device, seed=seed,
-                    calibration={"dataset": dataset_name(target), "subject": int(subject)},
-                    **adapt_kwargs)
-    patient.recipe = recipe  # same channels, rate and length; the target's window
-    test = ~cal
-    acc = float((np.asarray(patient.predict(X[test])).astype(str) == labels[test]).mean())
-    same = set(labels.tolist()) <= set(population.classes)
-    zs = (float((np.asarray(population.predict(X[test])).astype(str) == labels[test]).mean())
-          if same else None)
-    return TransferResult(population, patient, population.provenance.get("dataset", "population"),
-                          dataset_name(target), int(subject), zs, acc, int(cal.sum()), int(test.sum()),
-                          report)
