@@ -161,7 +161,14 @@ def refuse_chance_level(bundle: Any, *, allow: bool) -> None:
 
 def _from_dataset(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     from ..errors import EEGTransferError
-    from ..io.moabb import check_subjects, dataset_name, default_recipe, get_dataset, load_dataset
+    from ..io.moabb import (
+        check_subjects,
+        dataset_name,
+        dataset_provenance,
+        default_recipe,
+        get_dataset,
+        load_dataset,
+    )
 
     dataset = get_dataset(args.dataset)
     name = dataset_name(dataset)
@@ -171,10 +178,7 @@ def _from_dataset(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, An
     subjects = check_subjects(dataset, args.subjects or list(dataset.subject_list))
     recipe = default_recipe(dataset, **_overrides(args))
     X, meta, recipe = load_dataset(dataset, subjects, recipe)
-    # The dataset's event codes let `calibrate` read a patient file's stim channel by itself.
-    prov = {"dataset": name, "paradigm": paradigm,
-            "event_id": {str(k): int(v) for k, v in dataset.event_id.items()}}
-    return X, meta, recipe, prov
+    return X, meta, recipe, dataset_provenance(dataset)  # its event codes travel with the model
 
 
 def _from_manifest(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:

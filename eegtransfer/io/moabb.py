@@ -110,6 +110,15 @@ def get_dataset(name: str) -> Any:
     return cls()
 
 
+def dataset_provenance(dataset: Any) -> dict[str, Any]:
+    """What a population pretrained on ``dataset`` records: its name, paradigm and event codes.
+
+    The event codes let a patient file's stim channel be read without naming them again.
+    """
+    return {"dataset": dataset_name(dataset), "paradigm": getattr(dataset, "paradigm", None),
+            "event_id": {str(k): int(v) for k, v in dataset.event_id.items()}}
+
+
 def dataset_name(dataset: Any) -> str:
     """The class name of a MOABB dataset (``"Kalunga2016"``), as messages and provenance use it."""
     return type(dataset).__name__

@@ -231,11 +231,11 @@ def pretrain_on_dataset(
     Known duplicated recordings are removed on load
     (see :data:`eegtransfer.io.moabb.KNOWN_DUPLICATES`).
     """
-    from ..io.moabb import dataset_name, get_dataset, load_dataset
+    from ..io.moabb import dataset_provenance, get_dataset, load_dataset
 
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)
     X, meta, recipe = load_dataset(dataset, subjects, recipe)
-    prov = {"dataset": dataset_name(dataset), "paradigm": getattr(dataset, "paradigm", None)}
+    prov = dataset_provenance(dataset)  # its event codes travel with the model
     prov.update(kwargs.pop("provenance", None) or {})
     return pretrain(X, meta["label"].to_numpy(), meta, recipe, provenance=prov, **kwargs)
