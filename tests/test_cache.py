@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,13 +108,7 @@ def test_lock_excludes_another_process(tmp_path):
             print("locked", flush=True)
             time.sleep(1.5)
         """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        t0 = time.perf_counter()
-        with file_lock(lock):
-            waited = time.perf_counter() - t0
-    finally:
-        holder.wait(timeout=30)
+    waited = _waited_for(holder, lock)
     assert waited > 0.8, waited
 
 
@@ -195,13 +190,7 @@ def test_lock_holds_where_flock_does_nothing(tmp_path, monkeypatch):
     lock = tmp_path / "entry.lock"
     holder = subprocess.Popen([sys.executable, "-c", _lock_holder_code(lock, no_flock=True)],
                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        t0 = time.perf_counter()
-        with file_lock(lock):
-            waited = time.perf_counter() - t0
-    finally:
-        holder.wait(timeout=30)
+    waited = _waited_for(holder, lock)
     assert waited > 0.8, waited
     assert not lock.exists()  # released
 
@@ -233,3 +222,14 @@ def test_lock_names_its_holder_and_stale_locks_are_broken(tmp_path):
     with file_lock(lock, timeout=5):
         pass
     assert time.perf_counter() - t0 < 2 and not lock.exists()
+
+
+def _waited_for(holder: subprocess.Popen, lock: Path) -> float:
+    """Seconds this process waited for ``lock`` while ``holder`` (printing "locked") held it."""
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.perf_counter()
+        with file_lock(lock):
+            return time.perf_counter() - t0
+    finally:
+        holder.wait(timeout=30)
