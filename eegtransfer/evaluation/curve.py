@@ -26,7 +26,7 @@ import numpy as np
 from ..adaptation import adapt, chronological_split, parse_strategy
 from ..bundle import Bundle
 from ..errors import EEGTransferError
-from .protocol import calibration_window, split_target
+from .protocol import split_target, target_window
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -121,9 +121,7 @@ def _window(meta: pd.DataFrame, first: np.ndarray, m: float | str, tmax: float) 
     cal = np.zeros(len(meta), bool)
     if str(m) != "run" and float(m) == 0:
         return cal, {"minutes": 0.0, "minutes_used": 0.0, "grown": False, "n_calibration": 0}
-    kw = {"fraction": 1.0} if str(m) == "run" else {"minutes": float(m)}
-    w = calibration_window(meta[first], trial_seconds=tmax, **kw)
-    cal[np.flatnonzero(first)[w.mask]] = True
+    w, cal = target_window(meta, first, m, trial_seconds=tmax)
     return cal, {"minutes": w.minutes_used if str(m) == "run" else float(m), "minutes_used": w.minutes_used,
                  "grown": w.grown, "n_calibration": w.n_trials}
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import baselines as bl
-from .protocol import calibration_window, split_target
+from .protocol import split_target, target_window
 
 PLAIN = ("bn", "head", "bn+head", "last-k", "auto")
 ALIGNED = ("align", "align+head", "align+last-k")
@@ -52,19 +52,6 @@ def load(dataset: Any, sfreq: float | None = None) -> dict[str, Any]:
     ext = bl.filter_bank(Xb, base.sfreq, list(freqs.values())) if freqs else Xb
     return {"name": dataset_name(dataset), "Xn": Xn, "Xb": Xb, "C": bl.covariances(ext), "meta": meta,
             "net": net, "base": base, "ssvep": bool(freqs)}
-
-
-def windows_for(mt: pd.DataFrame, first: np.ndarray, tmax: float,
-                windows: tuple[str, ...] = WINDOWS) -> dict[str, Any]:
-    """The protocol's calibration windows of one target: label -> (window, mask over its trials)."""
-    out = {}
-    for label in windows:
-        kw = {"fraction": 1.0} if label == "run" else {"minutes": float(label)}
-        w = calibration_window(mt[first], trial_seconds=tmax, **kw)
-        mask = np.zeros(len(mt), bool)
-        mask[np.flatnonzero(first)[w.mask]] = True
-        out[label] = (w, mask)
-    return out
 
 
 def ours(pops: dict[bool, Any], X: np.ndarray, y: np.ndarray, cal: np.ndarray, test: np.ndarray, *,
@@ -141,7 +128,8 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
     zero = pops[False].predict(Xt[test])
     rows = []
     kw = {"model": model, "device": device, "seed": seed, "adapt_epochs": adapt_epochs}
-    for label, (w, cal) in windows_for(mt, first, d["net"].tmax, windows).items():
+    for label in windows:
+        w, cal = target_window(mt, first, label, trial_seconds=d["net"].tmax)
         cell = {"dataset": d["name"], "subject": target, "window": label, "minutes_used": w.minutes_used,
                 "grown": w.grown, "n_calibration": w.n_trials, "n_test": int(test.sum())}
         methods = [{"method": f"{model} zero-shot", "family": "reference", "pred": zero, "seconds": 0.0}]

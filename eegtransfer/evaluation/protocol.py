@@ -146,6 +146,31 @@ def calibration_window(
     return CalibrationWindow(mask, requested, round(used, 4), int(k), bool(grown))
 
 
+def target_window(meta: pd.DataFrame, first: np.ndarray, amount: float | str, *,
+                  trial_seconds: float) -> tuple[CalibrationWindow, np.ndarray]:
+    """The calibration window of one target, as a mask over all of its trials.
+
+    Parameters
+    ----------
+    meta : pandas.DataFrame
+        The target's trials; ``first`` masks its first run (:func:`split_target`).
+    amount : float | "run"
+        Minutes of the first run, or the whole run.
+
+    Returns
+    -------
+    window : CalibrationWindow
+        Over the first run's trials.
+    mask : ndarray of bool, shape (n_trials,)
+        The same window over all of ``meta``.
+    """
+    kw = {"fraction": 1.0} if str(amount) == "run" else {"minutes": float(amount)}
+    w = calibration_window(meta[first], trial_seconds=trial_seconds, **kw)
+    mask = np.zeros(len(meta), bool)
+    mask[np.flatnonzero(first)[w.mask]] = True
+    return w, mask
+
+
 def _check_positive(name: str, value: float) -> None:
     if not value > 0:
         raise EEGTransferError(f"{name}= must be > 0, got {value}")

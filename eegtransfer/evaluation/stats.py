@@ -59,16 +59,6 @@ def per_subject(results: pd.DataFrame, *, cell: dict[str, Any], score: str = "ac
     return sel.pivot_table(index="subject", columns="method", values=score, aggfunc="first")
 
 
-def compare_to(wide: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """:func:`paired_comparison` of every column of ``wide`` against ``reference``."""
-    rows = []
-    for method in wide.columns:
-        if method != reference:
-            rows.append({"method": method, "reference": reference,
-                         **paired_comparison(wide[method], wide[reference])})
-    return pd.DataFrame(rows)
-
-
 def format_p(p: float) -> str:
     if not np.isfinite(p):
         return "n/a"
