@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .adaptation.report import AdaptationReport
     from .io.recordings import Recording
+    from .ssvep import CCAExpert
 
 logger = logging.getLogger("eegtransfer")
 
@@ -151,6 +152,9 @@ class Bundle:
         calibration data (:class:`eegtransfer.adaptation.AdaptationReport`).
     align : ndarray, shape (n_chans, n_chans) | None
         Euclidean-alignment matrix applied to trials before the model.
+    cca : eegtransfer.ssvep.CCAExpert | None
+        For SSVEP classes: canonical-correlation class probabilities multiplied with the
+        network's (its ``weight`` is the exponent; 0 keeps it as a prior for the ``cca`` step).
     """
 
     def __init__(self, model: nn.Module, model_name: str, recipe: Recipe, classes: list[str],
@@ -159,7 +163,8 @@ class Bundle:
                  metrics: dict[str, Any] | None = None,
                  adaptation: AdaptationReport | None = None,
                  align: np.ndarray | None = None,
-                 history: dict[str, Any] | None = None) -> None:
+                 history: dict[str, Any] | None = None,
+                 cca: CCAExpert | None = None) -> None:
         self.model = model
         self.model_name = model_name
         self.recipe = recipe
@@ -170,6 +175,7 @@ class Bundle:
         self.adaptation = adaptation
         self.align = None if align is None else np.asarray(align, dtype=np.float32)
         self.history = history or {}
+        self.cca = cca
         self.path: Path | None = None
 
     # --- use -----------------------------------------------------------------
@@ -286,8 +292,13 @@ class Bundle:
 
         from .training.engine import predict_logits
 
-        logits = predict_logits(self.model, self.prepare_input(self._as_trials(data)), device=device)
-        return torch.softmax(torch.as_tensor(logits), dim=1).numpy()
+        X = self._as_trials(data)
+        logits = torch.as_tensor(predict_logits(self.model, self.prepare_input(X), device=device))
+        logp = torch.log_softmax(logits.double(), dim=1).numpy()
+        if self.cca is not None and self.cca.weight > 0 and len(X):
+            # A product of experts: the network's probabilities times the CCA expert's.
+            logp = logp + self.cca.weight * self.cca.log_proba(X)
+        return torch.softmax(torch.as_tensor(logp), dim=1).numpy().astype(np.float32)
 
     def predict(self, data: Any, *, device: str | None = None) -> np.ndarray:
         """Predicted class names, shape (n_trials,); ``data`` as in :meth:`predict_proba`."""
@@ -356,6 +367,7 @@ class Bundle:
         new.provenance = copy.deepcopy(self.provenance)
         new.metrics = copy.deepcopy(self.metrics)
         new.adaptation = copy.deepcopy(self.adaptation)
+        new.cca = copy.deepcopy(self.cca)
         new.recipe = Recipe.from_dict(self.recipe.to_dict())
         new.path = None
         return new
@@ -389,6 +401,7 @@ class Bundle:
             "adaptation": _jsonable(self.adaptation.to_dict() if hasattr(self.adaptation, "to_dict")
                                     else self.adaptation),
             "history": _jsonable(self.history),
+            "cca": None if self.cca is None else _jsonable(self.cca.to_dict()),
         }
 
     @verbose_decorator
@@ -441,6 +454,7 @@ class Bundle:
 
         from .adaptation.report import AdaptationReport
         from .models import build_model
+        from .ssvep import CCAExpert
 
         path = Path(path)
         meta = verify_weights(path)
@@ -463,7 +477,7 @@ class Bundle:
                 provenance=meta.get("provenance"), metrics=meta.get("metrics"),
                 adaptation=AdaptationReport.from_dict(meta.get("adaptation")),
                 align=None if align is None else align.numpy(),
-                history=meta.get("history"))
+                history=meta.get("history"), cca=CCAExpert.from_dict(meta.get("cca")))
         b.path = path
         return b
 

@@ -71,7 +71,7 @@ class CalibrationResult:
 
 def load_recordings(entries: list[dict[str, Any]], recipe: Recipe, *, classes: list[str] | None,
                     event_id: dict[str, str] | None = None, default_id: dict[str, int] | None = None,
-                    interpolate_missing: bool = False, encoding: str | None = None,
+                    interpolate_missing: bool = False, encoding: str | None = None, stride: float | None = None,
                     progress: bool = False) -> tuple[np.ndarray, pd.DataFrame, list[Recording]]:
     """Trials of every recording, in the order given (one ``run`` per file).
 
@@ -79,6 +79,8 @@ def load_recordings(entries: list[dict[str, Any]], recipe: Recipe, *, classes: l
     ----------
     entries : list of dict
         ``path`` and optionally ``events``, ``label``, ``subject``, ``session`` per file.
+    stride : float | None
+        Seconds between windows of a file labelled as a whole (see :func:`~eegtransfer.io.load_recording`).
 
     Returns
     -------
@@ -99,6 +101,7 @@ def load_recordings(entries: list[dict[str, Any]], recipe: Recipe, *, classes: l
                                file=sys.stderr, delay=1.0)):
         recs.append(load_recording(e["path"], recipe, classes=classes, events=e.get("events"),
                                    event_id=event_id or {}, default_id=default_id, label=e.get("label"),
+                                   stride=stride if e.get("label") else None,
                                    interpolate_missing=interpolate_missing, encoding=encoding,
                                    subject=str(e.get("subject") or "patient"),
                                    session=str(e.get("session") or "0"), run=str(i)))
@@ -131,6 +134,7 @@ def calibrate_patient(
     event_id: dict[str, str] | None = None,
     interpolate_missing: bool = False,
     encoding: str | None = None,
+    stride: float | None = None,
     device: str = "auto",
     seed: int = 0,
     progress: bool = False,
@@ -158,6 +162,11 @@ def calibrate_patient(
         Interpolate model channels that the recordings lack (else they are refused).
     encoding : str | None
         Text encoding of EDF+/BDF+ annotations.
+    stride : float | None
+        Seconds between the windows of a file labelled as a whole; shorter than the window
+        gives overlapping trials (more of them from a few seconds per class). The calibration
+        and held-out trials are still cut in time order, so only the windows that straddle
+        their boundary share samples.
     device, seed, progress
         As in :func:`eegtransfer.adaptation.adapt`.
 
@@ -181,7 +190,7 @@ def calibrate_patient(
     X, meta, recs = load_recordings(entries, recipe, classes=classes, event_id=event_id,
                                     default_id=(meta_json.get("provenance") or {}).get("event_id"),
                                     interpolate_missing=interpolate_missing, encoding=encoding,
-                                    progress=progress)
+                                    stride=stride, progress=progress)
     labels = meta["label"].astype(str).to_numpy()
     source = "recording" if len(recs) == 1 else f"{len(recs)} recordings"
     cal, selection = _select(meta, minutes=minutes, trials=trials, per_class=per_class,

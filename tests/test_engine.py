@@ -307,3 +307,27 @@ def test_pretrain_checkpoint_remembers_alignment_and_subjects(fake_trials, tmp_p
         pretrain(X[other], meta["label"][other].to_numpy(), meta[other], recipe, **kw)
     with pytest.raises(EEGTransferError, match=r"align \(checkpoint False, now True\)"):
         pretrain(X[first], meta["label"][first].to_numpy(), meta[first], recipe, align=True, **kw)
+
+
+def test_monitor_accuracy_keeps_the_epoch_that_classifies_not_the_flat_loss():
+    """The chance-level trap: validation loss lowest at a near-uniform epoch, accuracy highest later."""
+    curve = [(1.385, 0.25), (1.42, 0.45), (1.39, 0.60), (1.50, 0.55)]
+    kept = {}
+    for monitor in ("val_loss", "val_acc"):
+        stop, model = engine._EarlyStopping(patience=10, monitor=monitor), _model()
+        best = [e for e, (loss, acc) in enumerate(curve) if stop.update(loss, e, model, acc)]
+        kept[monitor] = best[-1]
+    assert kept == {"val_loss": 0, "val_acc": 2}
+    X, y = _data(20)
+    with pytest.raises(EEGTransferError, match="monitor= must be"):
+        engine.train(_model(), X, y, X_val=X, y_val=y, epochs=1, monitor="val_f1")
+
+
+def test_pretraining_keeps_its_most_accurate_validation_epoch(fake_trials):
+    from eegtransfer.training.pretraining import pretrain
+
+    X, meta, recipe = fake_trials
+    pop = pretrain(X, meta["label"].to_numpy(), meta, recipe, epochs=4, patience=10, device="cpu", seed=0)
+    accs = [e["val_acc"] for e in pop.history["epochs"]]
+    assert pop.metrics["val_acc"] == max(accs)
+    assert pop.provenance["hyperparameters"]["monitor"] == "val_acc"

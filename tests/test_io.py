@@ -196,6 +196,19 @@ def test_window_events_tile_the_recording():
     assert len(X) == 7 and set(meta["label"]) == {"a"}
 
 
+def test_a_stride_overlaps_windows_of_a_whole_file_label():
+    raw = synthetic_raw(KALUNGA, seconds=10)  # 10 s of one class, 4-s windows from 1 s on
+    assert len(window_events(raw, RECIPE)) == 2
+    ev = window_events(raw, RECIPE, stride=1.0)
+    # trials [k + 1, k + 5) s for k = 0..4 (the one ending exactly at 10 s leaves no resampling slack)
+    assert len(ev) == 5 and np.all(np.diff(ev[:, 0]) == 256)
+    X, meta = load_recording_from_raw(raw, label="a", stride=1.0)
+    assert len(X) == 5  # they overlap: the same samples, each window z-scored on its own
+    assert np.corrcoef(X[1][0, :-128], X[0][0, 128:])[0, 1] > 0.99
+    with pytest.raises(EEGTransferError, match="stride= must be > 0"):
+        window_events(raw, RECIPE, stride=0)
+
+
 def load_recording_from_raw(raw, **kw):
     import tempfile
     from pathlib import Path

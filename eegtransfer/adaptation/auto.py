@@ -23,14 +23,20 @@ def auto_candidates(bundle: Bundle, labels: np.ndarray | None = None) -> list[st
 
     A population pretrained with Euclidean alignment is only used with alignment (its
     zero-shot counterpart is ``align``); otherwise zero-shot, AdaBN and the supervised
-    strategies. For a new class set only strategies that train a head remain.
+    strategies. For SSVEP classes named by frequency each network strategy also comes fused
+    with the CCA expert (``+cca``). For a new class set only strategies that train a head remain.
     """
+    from ..ssvep import ssvep_frequencies
+
     if bundle.provenance.get("euclidean_alignment"):
-        cands = ["align", "align+head", "align+last-k"]
+        cands = ["align", "align+cca", "align+head", "align+head+cca", "align+last-k"]
     else:
-        cands = ["none", "bn", "head", "bn+head", "last-k"]
-    if labels is not None and set(np.asarray(labels).astype(str).tolist()) - set(bundle.classes):
+        cands = ["none", "bn", "cca", "head", "head+cca", "bn+head", "last-k"]
+    found = [] if labels is None else sorted(set(np.asarray(labels).astype(str).tolist()))
+    if set(found) - set(bundle.classes):
         cands = [c for c in cands if "head" in c]
+    if not ssvep_frequencies(found if set(found) - set(bundle.classes) else bundle.classes):
+        cands = [c for c in cands if "cca" not in c]
     return cands
 
 

@@ -11,6 +11,9 @@ population bundle) and records what it did in ``facts_``. Label-free steps run f
   features (L-BFGS), or AdamW epochs.
 - ``LastK`` (labels): the last ``k`` blocks and the head (AdamW, early stopping).
 - ``Full`` (labels): every layer, with a small learning rate.
+- ``CCA`` (labels, SSVEP classes): a canonical-correlation expert (:class:`eegtransfer.ssvep.CCAExpert`)
+  fitted on the calibration trials, pulled towards the population's; the bundle then multiplies
+  its probabilities with the network's. It runs last and combines with any other step.
 
 Labels outside the population's classes train a **new head** for exactly the classes found
 (a new task), pulled towards zero rather than towards its random initial weights. A user step
@@ -29,10 +32,12 @@ from ..errors import EEGTransferError
 from .calibration import chronological_split
 
 HEAD_L2 = 1e-2
+CCA_L2 = 1.0
 SUPERVISED = ("head", "last-k", "full")
 UNSUPERVISED = ("align", "bn")  # in the order they run
+EXPERTS = ("cca",)  # after the network's steps
 STRATEGIES = ("none", "head", "last-k", "full", "bn", "align",
-              "align+head", "bn+head", "align+last-k", "auto")
+              "align+head", "bn+head", "align+last-k", "cca", "align+cca", "align+head+cca", "auto")
 
 
 class Step:
@@ -164,6 +169,8 @@ class Head(_Supervised):
     l2 : float
         L-BFGS solver: strength of the pull towards the pretrained head (towards zero for a
         new head), per parameter on the summed squares; the data term is a mean over trials.
+    balanced : bool
+        L-BFGS solver: every class weighs the same in the data term (see :func:`fit_head_lbfgs`).
     solver : {"lbfgs", "sgd"}
         ``"lbfgs"``: full-batch L-BFGS on cached trunk features (deterministic, no epochs);
         ``"sgd"``: AdamW epochs with early stopping.
@@ -171,11 +178,12 @@ class Head(_Supervised):
 
     name = "head"
 
-    def __init__(self, l2: float = HEAD_L2, solver: str = "lbfgs", **train_params: Any) -> None:
+    def __init__(self, l2: float = HEAD_L2, solver: str = "lbfgs", balanced: bool = True,
+                 **train_params: Any) -> None:
         super().__init__(**train_params)
         if solver not in ("lbfgs", "sgd"):
             raise EEGTransferError(f"solver= must be 'lbfgs' or 'sgd', got {solver!r}")
-        self.l2, self.solver = l2, solver
+        self.l2, self.solver, self.balanced = l2, solver, balanced
 
     def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
             X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
@@ -190,7 +198,7 @@ class Head(_Supervised):
             # The frozen trunk gives the same features every iteration: compute them once.
             feats = head_inputs(model, Xa, HEAD, device=device)
             bundle.history = fit_head_lbfgs(getattr(model, HEAD), feats, yi, l2=self.l2,
-                                            prior="zero" if new else "start")
+                                            prior="zero" if new else "start", balanced=self.balanced)
             return bundle
         self.facts_.update(self._train(bundle, Xa, yi, self.facts_["trainable"], 1e-2, device, seed))
         return bundle
@@ -231,7 +239,7 @@ class Full(_Supervised):
 
 
 def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = HEAD_L2, max_iter: int = 100,
-                   device: Any = None, prior: str = "start") -> dict[str, Any]:
+                   device: Any = None, prior: str = "start", balanced: bool = True) -> dict[str, Any]:
     """Fit the head as an L2-regularised multinomial logistic regression, in place.
 
     Minimises ``cross_entropy(head(feats), y) + l2 * ||theta - theta_0||^2`` with full-batch
@@ -251,11 +259,14 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = HEAD_L2,
     device : str | torch.device | None
         Where to fit; ``None``: where ``feats`` are. The head stays there.
     prior : {"start", "zero"}
+    balanced : bool
+        Weight the trials so that every class counts the same (a chronological calibration
+        window is mostly the class recorded first, such as Kalunga2016's opening ``rest``).
 
     Returns
     -------
     info : dict
-        ``loss`` (final objective), ``iterations``, ``seconds``, ``l2`` and ``prior``.
+        ``loss`` (final objective), ``iterations``, ``seconds``, ``l2``, ``prior`` and ``balanced``.
     """
     if prior not in ("start", "zero"):
         raise EEGTransferError(f"prior= must be 'start' or 'zero', got {prior!r}")
@@ -272,13 +283,18 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = HEAD_L2,
     for p in params:
         p.requires_grad_(True)
     yt = torch.as_tensor(y, dtype=torch.long).to(device)
+    cw = None
+    if balanced:  # every class counts the same, however many trials it has
+        counts = torch.bincount(yt, minlength=int(yt.max()) + 1).float()
+        cw = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+        cw = torch.cat([cw, torch.zeros(max(0, _n_outputs(head, xf) - len(cw)), device=cw.device)])
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
                             tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
     calls = [0]
 
     def closure() -> Any:
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(head(xf).float(), yt)
+        loss = nn.functional.cross_entropy(head(xf).float(), yt, weight=cw)
         loss = loss + l2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, theta0))
         loss.backward()
         calls[0] += 1
@@ -286,10 +302,60 @@ def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = HEAD_L2,
 
     loss = opt.step(closure)
     return {"loss": float(loss.detach()), "iterations": calls[0], "seconds": time.perf_counter() - t0,
-            "solver": "lbfgs", "l2": l2, "prior": prior}
+            "solver": "lbfgs", "l2": l2, "prior": prior, "balanced": balanced}
 
 
-_STEP_PARAMS = {"head": ("l2", "solver"), "last-k": ("k",), "full": ()}
+def _n_outputs(head: Any, xf: Any) -> int:
+    import torch
+
+    with torch.no_grad():
+        return int(head(xf[:1]).shape[1])
+
+
+class CCA(Step):
+    """Fuse a canonical-correlation expert with the network (SSVEP classes named by frequency).
+
+    The expert's logistic regression on canonical correlations is fitted on the calibration
+    trials and pulled towards the population's (``bundle.cca``, fitted at pretraining) or
+    towards zero for a new class set; predictions multiply its probabilities, raised to
+    ``weight``, with the network's (:meth:`eegtransfer.bundle.Bundle.predict_proba`).
+
+    Parameters
+    ----------
+    l2 : float
+        Strength of the pull towards the population's expert (the data term is a mean).
+    weight : float
+        Exponent of the expert in the product.
+    """
+
+    name = "cca"
+    supervised = True
+
+    def __init__(self, l2: float = CCA_L2, weight: float = 1.0) -> None:
+        self.l2, self.weight = l2, weight
+
+    def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
+            X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
+        from ..ssvep import CCAExpert
+
+        if y is None:
+            raise EEGTransferError("step 'cca' needs labelled calibration trials")
+        y = np.asarray(y).astype(str)
+        if set(y.tolist()) - set(bundle.classes):
+            raise EEGTransferError(f"the calibration classes {sorted(set(y.tolist()))} are not the model's "
+                                   f"{bundle.classes}: train a new head too, with strategy 'head+cca'")
+        r = bundle.recipe
+        expert = CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=self.weight)
+        if expert is None:
+            raise EEGTransferError(f"step 'cca' needs SSVEP classes named by frequency (such as '13' or "
+                                   f"'13Hz'); this model's classes are {bundle.classes}")
+        prior = bundle.cca if bundle.cca is not None and bundle.cca.classes == bundle.classes else None
+        bundle.cca = expert.fit(X, y, l2=self.l2, prior=prior)
+        self.facts_ = {"cca_prior": "population" if prior is not None else "none", "cca_weight": self.weight}
+        return bundle
+
+
+_STEP_PARAMS = {"head": ("l2", "solver", "balanced"), "last-k": ("k",), "full": ()}
 _TRAIN_PARAMS = ("epochs", "lr", "batch_size", "patience", "val_fraction", "progress")
 
 
@@ -298,18 +364,23 @@ def parse_strategy(strategy: str, **params: Any) -> list[Step]:
 
     ``parse_strategy("align+head", l2=0.1)`` -> ``[Align(), Head(l2=0.1)]``. ``params`` go to
     the supervised step that accepts them (``k`` for last-k, ``l2``/``solver`` for head, and
-    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``val_fraction``, ``progress``).
+    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``val_fraction``, ``progress``); ``cca_l2`` and
+    ``cca_weight`` go to the CCA expert.
     """
     parts = [p.strip().lower() for p in str(strategy).split("+") if p.strip()]
-    known = set(SUPERVISED) | set(UNSUPERVISED) | {"none"}
+    known = set(SUPERVISED) | set(UNSUPERVISED) | set(EXPERTS) | {"none"}
     sup = [p for p in parts if p in SUPERVISED]
     if (any(p not in known for p in parts) or not parts or len(sup) > 1 or len(set(parts)) < len(parts)
             or ("none" in parts and len(parts) > 1)):
         raise EEGTransferError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)} "
-                               "(the label-free steps bn and align combine with one of head, last-k, full)")
+                               "(the label-free steps bn and align combine with one of head, last-k, full, "
+                               "and cca with any of them)")
     steps: list[Step] = [Align() for p in parts if p == "align"] + [AdaBN() for p in parts if p == "bn"]
     if sup:
         cls = {"head": Head, "last-k": LastK, "full": Full}[sup[0]]
         kw = {k: v for k, v in params.items() if k in _TRAIN_PARAMS + _STEP_PARAMS[sup[0]] and v is not None}
         steps.append(cls(**kw))
+    if "cca" in parts:
+        kw = {"l2": params.get("cca_l2"), "weight": params.get("cca_weight")}
+        steps.append(CCA(**{k: v for k, v in kw.items() if v is not None}))
     return steps

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--minutes", args.minutes), ("--trials", args.trials)):
         if value is not None and value <= 0:
             raise EEGTransferError(f"{flag} must be > 0, got {value:g}")
+    if args.stride is not None and args.stride <= 0:
+        raise EEGTransferError(f"--stride must be > 0 seconds, got {args.stride:g}")
     if args.per_class and args.minutes is None and args.trials is None:
         raise EEGTransferError("--per-class needs --minutes or --trials")
     check_strategy(args.strategy)
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     res = calibrate_patient(model_dir, entries, minutes=args.minutes, trials=args.trials, per_class=args.per_class,
                             strategy=args.strategy, event_id=parse_event_id(args.event_id),
                             interpolate_missing=args.interpolate_missing, encoding=args.encoding,
-                            device=args.device, seed=args.seed, progress=show_progress(args))
+                            stride=args.stride, device=args.device, seed=args.seed, progress=show_progress(args))
     html = render_html(res.patient.to_meta()) if report is not None else None  # before saving: all or nothing
     res.patient.save(out, overwrite=args.overwrite, protect=[model_dir])
     if html is not None:

@@ -65,10 +65,12 @@ def run(args: argparse.Namespace) -> int:
     fallback = None
     if windows:
         fallback = (f"{entry['path']}: no events (no annotation, no stim channel code); predicting "
-                    f"on consecutive {recipe.tmax - recipe.tmin:g}-s windows, without accuracy")
+                    f"on {recipe.tmax - recipe.tmin:g}-s windows every "
+                    f"{args.stride or recipe.tmax - recipe.tmin:g} s, without accuracy")
         logger.warning(fallback)
     rec = load_recording(entry["path"], recipe, classes=classes, events=entry["events"],
                          event_id=user_id, default_id=default_id, windows=windows,
+                         stride=args.stride if windows else None,
                          interpolate_missing=interpolate, encoding=args.encoding, raw=raw)
 
     from ..bundle import Bundle

@@ -57,6 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--encoding", default=None, metavar="ENC", help="EDF+ annotation encoding, e.g. latin1")
     m.add_argument("--interpolate-missing", action="store_true",
                    help="interpolate channels a file lacks from a standard montage (default: refuse)")
+    m.add_argument("--stride", type=float, default=None, metavar="SECONDS",
+                   help="seconds between the windows of a file labelled as a whole; shorter than the "
+                   "window overlaps them (default: the window length, no overlap)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -193,7 +196,7 @@ def _from_manifest(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, A
         _refuse_unnamed_classes(args, entries)
     recipe = recipe_from_recording(entries[0]["path"], encoding=args.encoding, **_overrides(args))
     X, meta, recs = load_recordings(entries, recipe, classes=None, event_id=user_id, default_id=None,
-                                    interpolate_missing=args.interpolate_missing,
+                                    interpolate_missing=args.interpolate_missing, stride=args.stride,
                                     encoding=args.encoding, progress=show_progress(args))
     prov: dict[str, Any] = {"dataset": None, "manifest": str(Path(args.manifest).absolute()),
                             "recordings": [{"path": str(r.path.absolute()), "sha256": r.sha256}

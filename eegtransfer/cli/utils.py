@@ -124,6 +124,10 @@ def add_recording_options(p: argparse.ArgumentParser, *, several: bool = True,
                    help="class name for an event code or annotation description; repeat per class")
     p.add_argument("--encoding", default=None, metavar="ENC",
                    help="text encoding of EDF+/BDF+ annotations (default utf8), e.g. latin1")
+    p.add_argument("--stride", type=float, default=None, metavar="SECONDS",
+                   help="seconds between the windows of a file labelled as a whole (manifest label) or "
+                   "of a file without events; shorter than the window overlaps them (default: the "
+                   "window length, no overlap)")
     p.add_argument("--interpolate-missing", action="store_true",
                    help="interpolate model channels the recording lacks from a standard montage "
                    "(default: refuse)")

@@ -19,23 +19,13 @@ All take the same calibration and test trials as our methods (see
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..errors import EEGTransferError
-
-
-def ssvep_frequencies(classes: list[str]) -> dict[str, float]:
-    """Stimulation frequencies from class names such as ``"13"`` or ``"13Hz"``; others are skipped."""
-    out = {}
-    for c in classes:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:hz)?\s*", str(c), flags=re.IGNORECASE)
-        if m:
-            out[str(c)] = float(m.group(1))
-    return out
+from ..ssvep import cca_correlations, ssvep_frequencies
 
 
 def filter_bank(X: np.ndarray, sfreq: float, freqs: list[float], width: float = 1.0) -> np.ndarray:
@@ -172,24 +162,10 @@ class CCADetector(ClassifierMixin, BaseEstimator):
             self.threshold_ = float(cands[int(np.argmax(accs))])
         return self
 
-    def _references(self, n_times: int) -> list[np.ndarray]:
-        t = np.arange(n_times) / self.sfreq
-        refs = []
-        for f in self.freqs_.values():
-            harm = [k * f for k in range(1, self.n_harmonics + 1) if self.max_freq is None or k * f < self.max_freq]
-            refs.append(np.stack([fn(2 * np.pi * h * t) for h in harm for fn in (np.sin, np.cos)], axis=1))
-        return refs
-
     def correlations(self, X: np.ndarray) -> np.ndarray:
         """The first canonical correlation of each trial with each frequency: (n_trials, n_freqs)."""
-        X = np.asarray(X, dtype=np.float64)
-        Xc = X - X.mean(axis=2, keepdims=True)
-        out = np.zeros((len(X), len(self.freqs_)))
-        qs = [np.linalg.qr(r - r.mean(axis=0))[0] for r in self._references(X.shape[2])]
-        for i, trial in enumerate(Xc):
-            qx = np.linalg.qr(trial.T)[0]
-            out[i] = [np.linalg.svd(qx.T @ qy, compute_uv=False)[0] for qy in qs]
-        return out
+        return cca_correlations(X, self.sfreq, list(self.freqs_.values()), n_harmonics=self.n_harmonics,
+                                max_freq=self.max_freq)
 
     def _predict_from(self, corr: np.ndarray, threshold: float) -> np.ndarray:
         names = np.array(list(self.freqs_), dtype=object)

@@ -25,8 +25,8 @@ import pandas as pd
 from . import baselines as bl
 from .protocol import split_target, target_window
 
-PLAIN = ("bn", "head", "bn+head", "last-k", "auto")
-ALIGNED = ("align", "align+head", "align+last-k")
+PLAIN = ("bn", "head", "bn+head", "last-k", "cca", "head+cca")
+ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca", "auto")
 PRETRAIN = {"epochs": 25, "patience": 10, "lr": 1e-2, "batch_size": 64}
 WINDOWS = ("1", "2", "run")
 

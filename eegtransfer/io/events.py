@@ -302,18 +302,22 @@ def has_events(raw: mne.io.BaseRaw) -> bool:
     return bool(len(stim)) and bool(np.any(raw.get_data(picks=stim) != 0))
 
 
-def window_events(raw: mne.io.BaseRaw, recipe: Recipe, code: int = 1) -> np.ndarray:
+def window_events(raw: mne.io.BaseRaw, recipe: Recipe, code: int = 1, *, stride: float | None = None) -> np.ndarray:
     """Events that cut the whole recording into consecutive trials.
 
-    Trial ``k`` spans ``[k L + tmin, k L + tmax)`` seconds with
-    ``L = tmax - tmin``: windows touch but never overlap.
+    Trial ``k`` spans ``[k S + tmin, k S + tmax)`` seconds with the stride ``S``; by default
+    ``S = tmax - tmin``, so windows touch but never overlap. A shorter ``stride`` (seconds)
+    gives overlapping windows: 10 s of one class cut into 4-s windows from its start make 6
+    trials with ``stride=1`` instead of 2.
 
     Returns
     -------
     events : ndarray of int, shape (n_windows, 3)
     """
     sfreq = raw.info["sfreq"]
-    length = recipe.tmax - recipe.tmin
+    if stride is not None and not stride > 0:
+        raise EEGTransferError(f"stride= must be > 0 seconds, got {stride!r}")
+    length = recipe.tmax - recipe.tmin if stride is None else float(stride)
     duration = raw.n_times / sfreq
     # One sample of slack: resampling may round the last window past the end.
     usable = duration - recipe.tmax - 2.0 / min(sfreq, recipe.sfreq)

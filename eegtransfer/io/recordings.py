@@ -87,6 +87,7 @@ def load_recording(
     default_id: dict[str, int] | None = None,
     label: str | None = None,
     windows: bool = False,
+    stride: float | None = None,
     interpolate_missing: bool | list[str] = False,
     encoding: str | None = None,
     subject: str = "patient",
@@ -112,6 +113,9 @@ def load_recording(
     windows : bool
         Cut into consecutive windows without a label (``label`` column
         empty), e.g. to predict on an unlabelled recording.
+    stride : float | None
+        With ``label`` or ``windows``: seconds between window starts; shorter than the
+        window gives overlapping trials (``None``: the window length, no overlap).
     encoding : str | None
         EDF+ annotation encoding.
     subject, session, run : str
@@ -137,7 +141,7 @@ def load_recording(
         raw = read_raw(path, encoding=encoding)
     try:
         return _load(raw, path, recipe, classes=classes, events=events, event_id=event_id,
-                     default_id=default_id, label=label, windows=windows,
+                     default_id=default_id, label=label, windows=windows, stride=stride,
                      interpolate_missing=interpolate_missing, subject=subject, session=session, run=run)
     except EEGTransferError:
         raise
@@ -155,19 +159,19 @@ def _raw_source(raw: mne.io.BaseRaw) -> str:
 
 def _load(raw: mne.io.BaseRaw, path: Path | None, recipe: Recipe, *, classes: list[str] | None,
           events: str | Path | None, event_id: dict[str, str] | None,
-          default_id: dict[str, int] | None, label: str | None, windows: bool,
+          default_id: dict[str, int] | None, label: str | None, windows: bool, stride: float | None,
           interpolate_missing: bool | list[str], subject: str, session: str, run: str) -> Recording:
     """:func:`load_recording` on a ``raw`` already read; MNE's own errors still to be named."""
     source = str(path) if path is not None else _raw_source(raw)
     if label is not None or windows:
-        ev = window_events(raw, recipe)
+        ev = window_events(raw, recipe, stride=stride)
         if len(ev) == 0:
             raise EEGTransferError(
                 f"{source}: the recording ({raw.n_times / raw.info['sfreq']:.1f} s) is shorter "
                 f"than one trial window ({recipe.tmax:g} s)"
             )
         name = str(label) if label is not None else "?"
-        ids, how = {name: 1}, "consecutive windows"
+        ids, how = {name: 1}, "consecutive windows" if stride is None else f"windows every {stride:g} s"
     else:
         ev, ids, how = find_events(raw, events=events, classes=classes, event_id=event_id,
                                    default_id=default_id, source=source)

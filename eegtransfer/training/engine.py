@@ -257,6 +257,7 @@ def train(
     data_on_device: bool | None = None,
     autotune: bool = False,
     fingerprint_extra: dict[str, Any] | None = None,
+    monitor: str = "val_loss",
 ) -> History:
     """Train ``model`` in place with cross-entropy, keeping the best epoch.
 
@@ -273,7 +274,12 @@ def train(
         Parameter names to train; the others are frozen (``None``: all).
     epochs, batch_size, lr, weight_decay : training hyper-parameters (AdamW).
     patience : int | None
-        Stop after this many epochs without a better validation loss.
+        Stop after this many epochs without a better validation score.
+    monitor : {"val_loss", "val_acc"}
+        The validation score that picks the kept epoch: the lowest loss, or the highest
+        accuracy with ties to the lower loss. Accuracy suits pretraining on held-out subjects,
+        whose loss can stay near ln(n_classes) while accuracy climbs (over-confident errors);
+        loss suits a handful of calibration trials, where accuracy moves in large steps.
     device : str | torch.device
     seed : int
         Seeds dropout and the batch order (``torch.Generator(seed)``, one
@@ -312,13 +318,15 @@ def train(
         left holding the weights of ``history.best_epoch``, in eval mode.
     """
     device = resolve_device(device)
+    if monitor not in ("val_loss", "val_acc"):
+        raise EEGTransferError(f"monitor= must be 'val_loss' or 'val_acc', got {monitor!r}")
     previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = bool(autotune and device.type == "cuda")
     try:
         return _train(model, X, y, X_val=X_val, y_val=y_val, trainable=trainable, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
                       device=device, seed=seed, progress=progress, desc=desc, checkpoint=checkpoint,
-                      data_on_device=data_on_device, fingerprint_extra=fingerprint_extra)
+                      data_on_device=data_on_device, fingerprint_extra=fingerprint_extra, monitor=monitor)
     finally:
         torch.backends.cudnn.benchmark = previous
 
@@ -326,7 +334,7 @@ def train(
 def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainable: list[str] | None,
            epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None,
            device: torch.device, seed: int, progress: bool, desc: str, checkpoint: str | Path | None,
-           data_on_device: bool | None, fingerprint_extra: dict[str, Any] | None) -> History:
+           data_on_device: bool | None, fingerprint_extra: dict[str, Any] | None, monitor: str) -> History:
     t0 = time.perf_counter()
     configure_threads()
     torch.manual_seed(seed)
@@ -344,12 +352,12 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
         Xv = _to_tensor(X_val, device, torch.float32, data_on_device)
         val = (Xv, _to_tensor(y_val, device, torch.long, same_device(Xv.device, device)))
     batches = _Batcher(Xt, yt, device, batch_size)
-    stop, hist, start = _EarlyStopping(patience if val is not None else None), History(), 0
+    stop, hist, start = _EarlyStopping(patience if val is not None else None, monitor), History(), 0
     ckpt = Path(checkpoint) if checkpoint else None
     fingerprint = None if ckpt is None else {
         "params": [[k, list(p.shape)] for k, p in model.named_parameters()],
         "trainable": sorted(train_set), "n_train": len(yt), "n_val": 0 if val is None else len(y_val),
-        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed, "monitor": monitor,
         "data": {"train": data_digest(X, y), "val": None if val is None else data_digest(X_val, y_val)},
         "extra": json.loads(json.dumps(fingerprint_extra or {}, sort_keys=True, default=str)),
     }
@@ -371,7 +379,7 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
         if val is not None:
             rec["val_loss"], rec["val_acc"] = evaluate(model, *val, device=device,
                                                        batch_size=max(batch_size, 256))
-        if stop.update(rec.get("val_loss"), epoch, model):
+        if stop.update(rec.get("val_loss"), epoch, model, rec.get("val_acc")):
             hist.best_epoch = epoch
         hist.stopped_early = stop.should_stop()
         rec["seconds"] = time.perf_counter() - te
@@ -406,21 +414,24 @@ def _set_trainable(model: nn.Module, trainable: list[str] | None) -> set[str]:
 
 
 class _EarlyStopping:
-    """Keep the weights of the epoch with the lowest validation loss; stop after ``patience`` worse ones.
+    """Keep the weights of the epoch with the best validation score; stop after ``patience`` worse ones.
 
-    Without validation (``patience=None`` and no loss given) the last epoch is the best.
+    The score is minimised: the loss, or for ``monitor="val_acc"`` minus the accuracy plus a
+    ten-thousandth of the loss (ties go to the lower loss). Without validation
+    (``patience=None`` and no loss given) the last epoch is the best.
     """
 
-    def __init__(self, patience: int | None) -> None:
-        self.patience = patience
+    def __init__(self, patience: int | None, monitor: str = "val_loss") -> None:
+        self.patience, self.monitor = patience, monitor
         self.best_loss, self.best_state, self.bad = float("inf"), None, 0
 
-    def update(self, val_loss: float | None, epoch: int, model: nn.Module) -> bool:
+    def update(self, val_loss: float | None, epoch: int, model: nn.Module, val_acc: float | None = None) -> bool:
         """Record an epoch; True when it is the best so far."""
         if val_loss is None:
             return True
-        if val_loss < self.best_loss - 1e-6:
-            self.best_loss, self.bad = val_loss, 0
+        score = val_loss if self.monitor == "val_loss" else -float(val_acc) + 1e-4 * min(val_loss, 100.0)
+        if score < self.best_loss - 1e-6:
+            self.best_loss, self.bad = score, 0
             self.best_state = _copy_state(model, self.best_state)
             return True
         self.bad += 1

@@ -103,6 +103,7 @@ def pretrain(
     lr: float = 3e-3,
     weight_decay: float = 0.0,
     patience: int = 40,
+    monitor: str = "val_acc",
     val_fraction: float = 0.2,
     align: bool = False,
     device: str = "auto",
@@ -134,6 +135,11 @@ def pretrain(
         A name from :func:`eegtransfer.models.known_models`.
     classes : list of str | None
         Output order; defaults to the sorted unique labels.
+    monitor : {"val_acc", "val_loss"}
+        What picks the kept epoch on the validation subjects (see
+        :func:`eegtransfer.training.engine.train`). Accuracy: validation loss can stay near
+        ln(n_classes) for dozens of epochs while accuracy climbs, and the lowest loss then
+        keeps a model at chance.
     align : bool
         Euclidean-align each subject with its own reference before training,
         so that patients can be aligned the same way (strategy ``align``).
@@ -189,6 +195,7 @@ def pretrain(
                  y_val=y[va] if va.any() else None, epochs=epochs, batch_size=batch_size,
                  lr=lr, weight_decay=weight_decay, patience=patience, device=dev, seed=seed,
                  progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint, autotune=True,
+                 monitor=monitor,
                  fingerprint_extra=_resume_settings(model, model_kwargs, classes, align, subjects, va,
                                                     val_fraction))
     seconds = time.perf_counter() - t0
@@ -201,7 +208,7 @@ def pretrain(
         "device": str(dev),
         "euclidean_alignment": bool(align),
         "hyperparameters": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
-                            "weight_decay": weight_decay, "patience": patience,
+                            "weight_decay": weight_decay, "patience": patience, "monitor": monitor,
                             "val_fraction": val_fraction},
         "train_seconds": round(seconds, 3),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -216,7 +223,18 @@ def pretrain(
                        metrics["val_acc"], int(va.sum()), prov["validation_subjects"],
                        metrics["val_chance"], metrics["val_above_chance_p"])
     return Bundle(net, model, recipe, classes, model_kwargs=model_kwargs, provenance=prov,
-                  metrics=metrics, history=hist.to_dict())
+                  metrics=metrics, history=hist.to_dict(), cca=population_cca(X, labels, classes, recipe))
+
+
+def population_cca(X: np.ndarray, labels: np.ndarray, classes: list[str], recipe: Recipe) -> Any:
+    """The population's CCA expert for SSVEP classes (a prior for the ``cca`` step), else ``None``.
+
+    Kept with weight 0: the population bundle predicts with its network alone.
+    """
+    from ..ssvep import CCAExpert
+
+    expert = CCAExpert.for_classes(classes, recipe.sfreq, max_freq=recipe.h_freq, weight=0.0)
+    return None if expert is None else expert.fit(X, labels, l2=1e-3)
 
 
 def pretrain_on_dataset(

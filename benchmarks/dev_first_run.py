@@ -1,0 +1,87 @@
+"""Design choices measured on each subject's first run only (the test runs are never read).
+
+For every target of a leave-one-subject-out split, the calibration window (1 or 2 minutes, grown
+as in the protocol) fits each candidate and the **rest of the first run** scores it. This is the
+development set on which the choices of the accuracy work were made (fusion with the CCA
+expert, its pull towards the population, the pretraining monitor); the protocol's test runs
+(:mod:`eegtransfer.evaluation.protocol`) are scored once, afterwards, by ``benchmarks/loso.py``::
+
+    python benchmarks/dev_first_run.py --subjects 1-6 --out benchmarks/out/dev_a &
+    python benchmarks/dev_first_run.py --subjects 7-11 --out benchmarks/out/dev_b &
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sklearn.metrics import balanced_accuracy_score
+
+    from eegtransfer.adaptation import Align, Head, run_steps
+    from eegtransfer.evaluation.loso import PRETRAIN, load
+    from eegtransfer.evaluation.protocol import split_target, target_window
+    from eegtransfer.ssvep import CCAExpert
+    from eegtransfer.training.pretraining import pretrain
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--subjects", default="1-11")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    lo, _, hi = a.subjects.partition("-")
+    targets = list(range(int(lo), int(hi or lo) + 1))
+    d = load("Kalunga2016", sfreq=64.0)
+    meta, X = d["meta"], d["Xn"]
+    y_all = meta["label"].astype(str).to_numpy()
+    rows = []
+    a.out.mkdir(parents=True, exist_ok=True)
+    for target in targets:
+        t = (meta["subject"].astype(str) == str(target)).to_numpy()
+        mt = meta[t].reset_index(drop=True)
+        first, _ = split_target(mt)
+        Xt, yt, pop = X[t], y_all[t], ~t
+        t0 = time.perf_counter()
+        popb = pretrain(X[pop], y_all[pop], meta[pop], d["net"], align=True, device="cpu", seed=0, **PRETRAIN)
+        prior = CCAExpert.for_classes(popb.classes, d["net"].sfreq, max_freq=d["net"].h_freq)
+        prior.fit(X[pop], y_all[pop], l2=1e-3)
+        print(target, "pretrained", round(time.perf_counter() - t0), popb.metrics.get("val_acc"), flush=True)
+        for label in ("1", "2"):
+            w, cal = target_window(mt, first, label, trial_seconds=d["net"].tmax)
+            dev = first & ~cal
+            Xc, yc, Xd, yd = Xt[cal], yt[cal], Xt[dev], yt[dev]
+            probs = {"cca pop": prior.log_proba(Xd)}
+            for l2 in (1.0, 10.0):
+                e = CCAExpert(prior.classes, prior.freqs, prior.sfreq, max_freq=prior.max_freq)
+                probs[f"cca l2={l2:g}"] = e.fit(Xc, yc, l2=l2, prior=prior).log_proba(Xd)
+            chains = {"align": [Align()], "align+head unbalanced": [Align(), Head(balanced=False)],
+                      "align+head": [Align(), Head()]}
+            for strat, steps in chains.items():
+                b = run_steps(popb, steps, Xc, yc, device="cpu", seed=0)
+                b.cca = None
+                probs[strat] = np.log(b.predict_proba(Xd) + 1e-12)
+            for base in ("align", "align+head"):
+                for c in ("cca pop", "cca l2=1", "cca l2=10"):
+                    for wgt in (0.5, 1.0):
+                        probs[f"{base} x {c} w={wgt:g}"] = probs[base] + wgt * probs[c]
+            for name, lp in probs.items():
+                pred = np.asarray(popb.classes)[lp.argmax(1)]
+                rows.append({"subject": target, "window": label, "method": name, "n_cal": int(cal.sum()),
+                             "n_dev": int(dev.sum()), "accuracy": float((pred == yd).mean()),
+                             "balanced_accuracy": float(balanced_accuracy_score(yd, pred))})
+        pd.DataFrame(rows).to_csv(a.out / "dev.csv", index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

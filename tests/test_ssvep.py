@@ -1,0 +1,144 @@
+"""The CCA expert: correlations, its logistic regression, the ``cca`` step and the bundle's product."""
+
+import numpy as np
+import pytest
+
+from eegtransfer.adaptation import CCA, Align, Head, auto_candidates, parse_strategy, run_steps
+from eegtransfer.errors import EEGTransferError
+from eegtransfer.evaluation.baselines import CCADetector
+from eegtransfer.ssvep import CCAExpert, cca_correlations, ssvep_frequencies
+
+SFREQ, CLASSES = 64.0, ["13", "17", "21", "rest"]
+
+
+def ssvep_trials(labels, *, snr=0.5, n_chans=4, n_times=256, seed=0):
+    """Noise plus, for a frequency class, a sinusoid at it and its second harmonic on every channel."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_times) / SFREQ
+    X = rng.standard_normal((len(labels), n_chans, n_times))
+    for i, c in enumerate(labels):
+        if c != "rest":
+            f = float(c)
+            phase = rng.uniform(0, 2 * np.pi, n_chans)
+            X[i] += snr * (np.sin(2 * np.pi * f * t + phase[:, None]) + 0.5 * np.sin(4 * np.pi * f * t))
+    return X.astype(np.float32)
+
+
+def test_correlations_find_the_stimulation_frequency_and_match_the_detector():
+    y = np.repeat(["13", "17", "21"], 5)
+    X = ssvep_trials(y, snr=1.0)
+    rho = cca_correlations(X, SFREQ, [13, 17, 21], max_freq=30)
+    assert rho.shape == (15, 3) and ((rho >= 0) & (rho <= 1)).all()
+    assert (np.array(["13", "17", "21"])[rho.argmax(1)] == y).all()
+    det = CCADetector(sfreq=SFREQ, max_freq=30).fit(X, y)
+    np.testing.assert_allclose(det.correlations(X), rho)  # one implementation
+    # invariant to a spatial filter and a per-channel scale, so alignment does not change it
+    mix = np.random.default_rng(1).standard_normal((4, 4)) + 3 * np.eye(4)
+    np.testing.assert_allclose(cca_correlations(np.einsum("ij,njt->nit", mix, X), SFREQ, [13, 17, 21],
+                                                max_freq=30), rho, atol=1e-8)
+
+
+def test_a_harmonic_above_the_band_is_dropped_and_a_fundamental_above_it_is_refused():
+    X = ssvep_trials(["13"] * 2)
+    assert cca_correlations(X, SFREQ, [13], n_harmonics=3, max_freq=30).shape == (2, 1)
+    with pytest.raises(EEGTransferError, match="31 Hz is above"):
+        cca_correlations(X, SFREQ, [31], max_freq=30)
+
+
+def test_expert_learns_rest_and_frequencies_and_round_trips():
+    y = np.tile(CLASSES, 10)
+    X = ssvep_trials(y)
+    e = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(X, y, l2=1e-3)
+    yt = np.tile(CLASSES, 10)
+    acc = (np.array(CLASSES)[e.log_proba(ssvep_trials(yt, seed=3)).argmax(1)] == yt).mean()
+    assert acc > 0.8  # chance is 0.25; rest is the class without a frequency
+    again = CCAExpert.from_dict(e.to_dict())
+    np.testing.assert_allclose(again.log_proba(X), e.log_proba(X))
+    assert CCAExpert.for_classes(["left", "right"], SFREQ) is None
+    assert ssvep_frequencies(["13", "rest"]) == {"13": 13.0}
+
+
+def test_the_prior_holds_with_a_strong_pull_and_classes_count_the_same():
+    y = np.tile(CLASSES, 10)
+    prior = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(ssvep_trials(y), y, l2=1e-3)
+    few = np.array(["rest"] * 9 + ["13", "17", "21"])
+    Xf = ssvep_trials(few, seed=5)
+    held = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(Xf, few, l2=1e4, prior=prior)
+    np.testing.assert_allclose(held.coef_, prior.coef_, atol=1e-2)
+    loose = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(Xf, few, l2=1e-2, prior=prior)
+    # balanced: nine rest trials do not make rest the answer for everything
+    pred = np.array(CLASSES)[loose.log_proba(ssvep_trials(np.tile(CLASSES, 5), seed=6)).argmax(1)]
+    assert (pred != "rest").sum() >= 10
+
+
+def test_head_weighs_classes_the_same_by_default():
+    import torch
+
+    from eegtransfer.adaptation import fit_head_lbfgs
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 40 + [1] * 4)
+    feats = torch.as_tensor(rng.standard_normal((44, 3)) + np.where(y[:, None] == 1, 0.8, 0.0), dtype=torch.float32)
+    share = {}
+    for balanced in (False, True):
+        head = torch.nn.Linear(3, 2)
+        torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+        info = fit_head_lbfgs(head, feats, y, l2=1e-4, prior="zero", balanced=balanced)
+        assert info["balanced"] is balanced
+        share[balanced] = float((head(feats).argmax(1) == 1).float().mean())
+    assert share[True] > share[False]
+
+
+def test_strategy_names_with_cca():
+    steps = parse_strategy("align+head+cca", cca_l2=3.0, cca_weight=0.5)
+    assert [type(s) for s in steps] == [Align, Head, CCA]
+    assert (steps[-1].l2, steps[-1].weight) == (3.0, 0.5)
+    with pytest.raises(EEGTransferError, match="cca with any"):
+        parse_strategy("cca+cca")
+
+
+def test_cca_step_refuses_classes_without_frequencies(fake_population, fake_trials):
+    X, meta, _ = fake_trials
+    with pytest.raises(EEGTransferError, match="SSVEP classes named by frequency"):
+        run_steps(fake_population, [CCA()], X[:12], meta["label"].to_numpy()[:12])
+    assert fake_population.cca is None  # motor imagery: no expert, no cca candidate
+    assert not [c for c in auto_candidates(fake_population) if "cca" in c]
+
+
+def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path):
+    from eegtransfer.adaptation import adapt
+    from eegtransfer.bundle import Bundle
+    from eegtransfer.training.pretraining import pretrain
+
+    X, meta, recipe = kalunga_small
+    y = meta["label"].astype(str).to_numpy()
+    t = (meta["subject"].astype(str) == "2").to_numpy()
+    pop = pretrain(X[~t], y[~t], meta[~t], recipe, epochs=2, device="cpu", seed=0, align=True)
+    assert pop.cca is not None and pop.cca.weight == 0  # a prior: the population predicts with its network
+    Xt, yt = X[t], y[t]
+    cand = auto_candidates(pop)
+    assert "align+cca" in cand and "align+head+cca" in cand
+    # the population's expert alone, on a subject it never saw (a weak one): above the 25% of chance
+    from scipy.stats import binomtest
+
+    hits = int((np.array(pop.classes)[pop.cca.log_proba(Xt).argmax(1)] == yt).sum())
+    assert binomtest(hits, len(yt), 0.25, alternative="greater").pvalue < 0.01
+    patient = adapt(pop, Xt[:32], yt[:32], strategy="align+cca", guard=False, device="cpu")
+    assert patient.cca.weight == 1 and patient.adaptation.steps == ["align", "cca"]
+    net_only = patient.copy()
+    net_only.cca = None
+    assert not np.allclose(patient.predict_proba(Xt[32:]), net_only.predict_proba(Xt[32:]))
+    patient.save(tmp_path / "p")
+    back = Bundle.load(tmp_path / "p")
+    np.testing.assert_allclose(back.predict_proba(Xt[32:]), patient.predict_proba(Xt[32:]), atol=1e-5)
+
+
+def test_without_a_population_the_expert_starts_from_the_cca_rule():
+    classes = ["13", "17", "21"]
+    y = np.array(classes * 2)  # a few seconds per class on a new set-up
+    e = CCAExpert.for_classes(classes, SFREQ, max_freq=30).fit(ssvep_trials(y, snr=1.0), y, l2=1e4)
+    np.testing.assert_allclose(e.coef_, 2.0 * np.eye(3), atol=1e-2)  # held at the rule
+    yt = np.array(classes * 10)
+    Xt = ssvep_trials(yt, snr=1.0, seed=4)
+    rule = np.array(classes)[cca_correlations(Xt, SFREQ, [13, 17, 21], max_freq=30).argmax(1)]
+    assert (np.array(classes)[e.log_proba(Xt).argmax(1)] == rule).all()
