@@ -35,7 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from eegtransfer.evaluation.loso import PRETRAIN
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="Kalunga2016", help="MOABB dataset (default Kalunga2016)")
+    p.add_argument("--dataset", default="Kalunga2016",
+                   help=f"MOABB dataset (default Kalunga2016), or {FAKE_BNCI} for a FakeDataset shaped like "
+                   "BNCI2014_001 (no download; noise without class signal: a check that nothing breaks "
+                   "or harms on another paradigm)")
     p.add_argument("--subjects", default="1-11", help="targets, e.g. 1-11 or 1,3,7 (default 1-11)")
     p.add_argument("--sfreq", type=float, default=64.0, help="network input rate (default 64 Hz)")
     p.add_argument("--epochs", type=int, default=PRETRAIN["epochs"], help="maximum pretraining epochs")
@@ -46,6 +49,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "loso")
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="merge part runs into --out")
     return p.parse_args(argv)
+
+
+FAKE_BNCI = "FakeBNCI2014_001"
+BNCI_CHANNELS = ("Fz", "FC3", "FC1", "FCz", "FC2", "FC4", "C5", "C3", "C1", "Cz", "C2", "C4", "C6", "CP3",
+                 "CP1", "CPz", "CP2", "CP4", "P1", "Pz", "P2", "POz")
+
+
+def fake_bnci() -> object:
+    """MOABB's FakeDataset with BNCI2014_001's shape: 22 channels, 250 Hz, 4 motor-imagery
+    classes, 9 subjects; 3 runs of 48 trials each (BNCI2014_001 has 2 sessions of 6)."""
+    from moabb.datasets.fake import FakeDataset
+
+    return FakeDataset(event_list=("left_hand", "right_hand", "feet", "tongue"), n_subjects=9, n_sessions=1,
+                       n_runs=3, n_events=48, duration=48 * 7.5, sfreq=250, channels=BNCI_CHANNELS,
+                       paradigm="imagery", seed=0)
 
 
 def parse_subjects(text: str) -> list[int]:
@@ -71,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(loso.write_results(df, runs, args.out, title=title, merged=command))
         return 0
     t0 = time.perf_counter()
-    d = loso.load(args.dataset, args.sfreq)
+    d = loso.load(fake_bnci() if args.dataset == FAKE_BNCI else args.dataset, args.sfreq)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, infos = [], []
     for target in parse_subjects(args.subjects):
