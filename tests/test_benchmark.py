@@ -131,3 +131,29 @@ def test_cross_dataset_kalunga_as_target(mne_data):
     assert res.channels["source_sfreq"] == 256.0 and res.patient.recipe.tmin == 2.0
     assert res.n_calibration == 32 and res.n_test == 32
     assert np.isfinite(res.adapted_accuracy)
+
+
+@pytest.mark.real
+def test_new_setup_benchmark_on_one_target(mne_data):
+    """benchmarks/new_setup.py's core on one target: a new class, two interpolated channels, every method."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    warnings.filterwarnings("ignore")
+    spec = importlib.util.spec_from_file_location(
+        "new_setup", Path(__file__).resolve().parents[1] / "benchmarks" / "new_setup.py")
+    ns = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ns)
+    d = ns.load([1, 2, 4])
+    rows, info = ns.run_target(1, d, epochs=1, adapt_epochs=2)
+    df = pd.DataFrame(rows)
+    assert list(df["method"]) == ["CCA 128 Hz", "CCA 64 Hz", "CCA 128 Hz, 6 recorded channels", "EEGNet head",
+                                  "EEGNet head+cca", "EEGNet align+head", "EEGNet align+head+cca", "EEGNet auto"]
+    assert (df["error"] == "").all() and df["accuracy"].between(0, 1).all()
+    assert info["plain"]["classes"] == ["13", "21", "rest"]  # the population never saw 17 Hz
+    assert info["n_calibration"] == 8 and info["n_test"] == 32  # 2 per class from run 1; run 2 tests
+    assert df.loc[df["method"] == "EEGNet head", "note"].str.contains("new head").all()
+    md = ns.markdown(df, [info], d, "python benchmarks/new_setup.py", 1.0)
+    assert "Zero-shot is not possible" in md and "vs CCA 128 Hz" in md and "(1)" in md

@@ -69,6 +69,17 @@ def _fmt(mean: float, std: float) -> str:
     return "n/a" if not np.isfinite(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
+def _window_name(w: str) -> str:
+    """A column's name: ``"2"`` is minutes, ``"run"`` the first run, anything else as given."""
+    if w == "run":
+        return "first run"
+    try:
+        float(w)
+    except ValueError:
+        return w
+    return f"{w} min"
+
+
 def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 0.05,
                        harm_points: float = 5.0) -> str:
     """The tables of a benchmark, all made from its per-subject results.
@@ -79,12 +90,12 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
         One row per subject, ``window`` and ``method``, with ``accuracy`` and ``family``
         (``"ours"``, ``"baseline"`` or ``"reference"``).
     reference : str
-        The zero-shot method every method is also compared with.
+        The method every method is also compared with (zero-shot in the loso runner).
     alpha : float
         Level of the paired tests; ours is bold only where it beats both the reference and the
         best baseline at this level.
     harm_points : float
-        A subject more than this many points below its zero-shot accuracy counts as harmed.
+        A subject more than this many points below its ``reference`` accuracy counts as harmed.
 
     Returns
     -------
@@ -102,8 +113,8 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
     tests = {w: {m: (paired_comparison(wide[w][m], wide[w][reference]),
                      paired_comparison(wide[w][m], wide[w][best_base[w]])) for m in wide[w]} for w in windows}
     lines = ["Accuracy (%) on the later runs, mean ± std over subjects (n in brackets). **Bold**: ours, "
-             f"above both zero-shot and the best baseline of its column by a paired Wilcoxon test at p < {alpha}.",
-             "", "| method | family | " + " | ".join(f"{w} min" if w != "run" else "first run" for w in windows) + " |",
+             f"above both {reference} and the best baseline of its column by a paired Wilcoxon test at p < {alpha}.",
+             "", "| method | family | " + " | ".join(_window_name(w) for w in windows) + " |",
              "|---|---|" + "---|" * len(windows)]
     for m in order:
         cells = []
@@ -116,7 +127,7 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
             cells.append(f"**{text}**" if win else text)
         lines.append(f"| {m} | {fam[m]} | " + " | ".join(cells) + " |")
     for w in windows:
-        lines += ["", f"### {w if w == 'run' else w + ' min'}: paired differences (points), best baseline "
+        lines += ["", f"### {_window_name(w)}: paired differences (points), best baseline "
                   f"= {best_base[w]}", "",
                   f"| method | n | vs {reference}: mean diff, p, effect, W/T/L | vs {best_base[w]}: mean diff, p, "
                   "effect, W/T/L |", "|---|---|---|---|"]
@@ -133,9 +144,9 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
 
 def _harm_lines(wide: dict[str, pd.DataFrame], fam: pd.Series, reference: str, windows: list[str],
                 harm_points: float) -> str:
-    """Per subject, the best of ours (by mean) minus zero-shot, and who is harmed."""
-    rows = ["| window | best of ours (by mean) | per-subject difference to zero-shot (points) | "
-            f"subjects more than {harm_points:g} points below zero-shot |", "|---|---|---|---|"]
+    """Per subject, the best of ours (by mean) minus the reference, and who is harmed."""
+    rows = [f"| window | best of ours (by mean) | per-subject difference to {reference} (points) | "
+            f"subjects more than {harm_points:g} points below {reference} |", "|---|---|---|---|"]
     for w in windows:
         ours = [m for m in wide[w] if fam[m] == "ours"]
         if not ours:
