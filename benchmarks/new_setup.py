@@ -50,7 +50,7 @@ NEW_CLASS = "17"
 MISSING = ("PO7", "PO8")
 CAL_TRIALS = 2  # per class
 SFREQ = 64.0
-OURS = {False: ("head", "head+cca"), True: ("align+head", "align+head+cca", "auto")}
+OURS = {False: ("head", "head+cca", "auto"), True: ("align+head", "align+head+cca")}
 REFERENCE = "CCA 128 Hz"
 
 
@@ -199,9 +199,9 @@ def markdown(df: pd.DataFrame, infos: list[dict[str, Any]], d: dict[str, Any], c
         "- **Zero-shot is not possible**: the population has no 17 Hz output.",
         f"- `CCA 128 Hz, 6 recorded channels`: the reference's detector on the same trials without {', '.join(MISSING)} "
         "(a CCA user of this cap would not interpolate). Interpolated channels are linear combinations of the "
-        "recorded ones (rank 6 of 8), so on 8 channels the orthonormal basis inside `cca_correlations` also "
-        "spans 2 directions of rounding noise.",
-        "- The guard cannot run for a new class set (nothing to compare with); `auto` (aligned population) "
+        "recorded ones (rank 6 of 8); `cca_correlations` drops their directions of near-zero variance "
+        "(before that fix it also correlated 2 directions of rounding noise).",
+        "- The guard cannot run for a new class set (nothing to compare with); `auto` (plain population, as the command line makes it) "
         "chooses among its candidates by cross-fitted log-loss on the calibration trials.",
         f"- Failures: {len(failed)}" + "".join(f"; subject {r.subject} {r.method}: {r.error}"
                                                for r in failed.itertuples()) + ".",

@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import EEGTransferError
 
+RANK_TOL = 1e-4  # singular values under this share of a trial's largest are rank deficiency
 RULE_WEIGHT = 2.0  # logit per standard deviation of a class's own correlation, without a population
 
 
@@ -71,7 +72,11 @@ def cca_correlations(X: np.ndarray, sfreq: float, freqs: list[float], *, n_harmo
     """
     X = np.asarray(X, dtype=np.float64)
     Xc = X - X.mean(axis=2, keepdims=True)
-    qx = np.linalg.qr(np.swapaxes(Xc, 1, 2))[0]  # (n_trials, n_times, n_chans), batched
+    # An orthonormal basis of each trial's channel space. Interpolated channels are linear
+    # combinations of recorded ones: their directions of (near) zero variance are dropped,
+    # or rounding noise would correlate with the references.
+    u, sv = np.linalg.svd(np.swapaxes(Xc, 1, 2), full_matrices=False)[:2]  # (n, n_times, n_chans)
+    qx = u * (sv > RANK_TOL * sv[:, :1])[:, None, :]
     out = np.empty((len(X), len(freqs)))
     for j, r in enumerate(references(freqs, X.shape[2], sfreq, n_harmonics=n_harmonics, max_freq=max_freq)):
         qy = np.linalg.qr(r - r.mean(axis=0))[0]

@@ -142,3 +142,13 @@ def test_without_a_population_the_expert_starts_from_the_cca_rule():
     Xt = ssvep_trials(yt, snr=1.0, seed=4)
     rule = np.array(classes)[cca_correlations(Xt, SFREQ, [13, 17, 21], max_freq=30).argmax(1)]
     assert (np.array(classes)[e.log_proba(Xt).argmax(1)] == rule).all()
+
+
+def test_interpolated_channels_add_no_correlation():
+    """Channels that are combinations of others (interpolated) carry no new direction."""
+    y = np.repeat(["13", "17", "21"], 4)
+    X = ssvep_trials(y, n_chans=6, snr=0.3).astype(np.float64)
+    mix = np.random.default_rng(2).standard_normal((2, 6)) / 6
+    X8 = np.concatenate([X, np.einsum("ij,njt->nit", mix, X)], axis=1)  # 8 channels of rank 6
+    np.testing.assert_allclose(cca_correlations(X8.astype(np.float32), SFREQ, [13, 17, 21], max_freq=30),
+                               cca_correlations(X, SFREQ, [13, 17, 21], max_freq=30), atol=1e-3)
