@@ -92,3 +92,56 @@ def test_only_rank_0_writes_the_checkpoint_and_every_rank_resumes_from_it(two_pr
         assert _curve(resumed["history"]) == _curve(full["history"])
         for k, v in full["state"].items():
             assert torch.equal(resumed["state"][k], v), k
+
+
+def _manifest(folder: Path) -> Path:
+    """4 subjects x 2 classes, one 12 s file per class (4 channels at 128 Hz), labelled as a whole."""
+    import mne
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    info = mne.create_info(["C3", "Cz", "C4", "Pz"], 128.0, "eeg")
+    t = np.arange(12 * 128) / 128.0
+    rows = []
+    for subject in range(1, 5):
+        for label, freq in (("a", 9.0), ("b", 17.0)):
+            data = 1e-5 * (rng.standard_normal((4, len(t))) + np.sin(2 * np.pi * freq * t))
+            path = folder / f"s{subject}_{label}_raw.fif"
+            mne.io.RawArray(data, info, verbose="error").save(path, verbose="error")
+            rows.append({"path": path.name, "subject": f"p{subject}", "session": "1", "label": label})
+    man = folder / "manifest.csv"
+    pd.DataFrame(rows).to_csv(man, index=False)
+    return man
+
+
+def test_cli_nproc_2_trains_in_two_processes_and_rank_0_writes(tmp_path):
+    from test_cli import run_cli
+
+    man, out, ckpt = _manifest(tmp_path), tmp_path / "pop", tmp_path / "run.ckpt"
+    r = run_cli("pretrain", "--manifest", man, "--tmin", 0, "--tmax", 1, "--epochs", 2, "--nproc", 2,
+                "--device", "cpu", "--checkpoint", ckpt, "--allow-chance", "--json", "--quiet", "--out", out,
+                env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads(r.stdout)  # one JSON object: rank 0 alone reports; 11 windows of 1 s per 12 s file
+    assert res["n_trials"] == 8 * 11 and res["subjects"] == ["p1", "p2", "p3", "p4"]
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["provenance"]["processes"] == 2
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+
+
+def test_processes_get_the_command_line_in_full_without_nproc():
+    from torch.distributed.run import get_args_parser
+
+    from eegtransfer.cli import build_parser
+    from eegtransfer.cli.pretrain import child_argv
+
+    parser = build_parser()
+    args = parser.parse_args(["pretrain", "--man", "m.csv", "--tmin=-0.5", "--nproc", "2", "--event-id", "a=1",
+                              "--event-id", "b=2", "--channels", "C3", "Cz", "--allow", "--out", "x", "--json"])
+    argv = child_argv(args)
+    assert "--nproc" not in " ".join(argv) and "--manifest=m.csv" in argv and "--tmin=-0.5" in argv
+    assert {**vars(parser.parse_args(argv)), "nproc": 2} == vars(args)
+    # torchrun reads them too: none that it gets may be (a prefix of) one of its options
+    theirs = [s for a in get_args_parser()._actions for s in a.option_strings]
+    ours = [s for a in args.parser._actions for s in a.option_strings if s not in ("-h", "--help", "--nproc")]
+    assert not [o for o in ours if any(t.startswith(o) for t in theirs)]
