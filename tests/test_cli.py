@@ -141,3 +141,10 @@ def test_cuda_without_a_gpu_is_refused_before_any_data_is_read(tmp_path):
     r = run_cli("calibrate", "--model", tmp_path / "pop", "--recording", tmp_path / "none.edf",
                 "--device", "cuda", "--out", tmp_path / "out")
     assert r.returncode == 2 and "--device 'cuda' requested but no CUDA GPU" in r.stderr, r.stderr
+
+
+def test_pretrain_nproc_below_one_is_refused_in_one_line(tmp_path):
+    r = run_cli("pretrain", "--dataset", "FakeDataset", "--nproc", 0, "--out", tmp_path / "pop")
+    assert r.returncode == 2 and "eegtransfer pretrain: error: --nproc must be >= 1, got 0" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "pop").exists()

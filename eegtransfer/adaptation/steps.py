@@ -156,7 +156,8 @@ class _Supervised(Step):
         hist = train(bundle.model, X[fit], y[fit], X_val=X[val] if val.any() else None,
                      y_val=y[val] if val.any() else None, trainable=names, epochs=self.epochs,
                      batch_size=self.batch_size, lr=self.lr or lr, patience=self.patience, device=device,
-                     seed=seed, progress=self.progress, desc=f"adapt {self.name}")
+                     seed=seed, progress=self.progress, desc=f"adapt {self.name}",
+                     distributed=False)  # a patient's few trials: every process adapts alone
         bundle.history = hist.to_dict()
         return {"n_fit": int(fit.sum()), "n_early_stopping": int(val.sum())}
 

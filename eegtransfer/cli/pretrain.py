@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", metavar="FILE",
                    help="save the training state there after every epoch; rerunning the same command "
                    "resumes an interrupted pretraining from it")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train data-parallel in N processes (DistributedDataParallel, relaunched under "
+                   "torchrun; gloo on the CPU, one GPU each with NCCL); each global batch is shared "
+                   "among them")
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--channels", nargs="+", metavar="CH", help="EEG channels, in model order")
     g.add_argument("--sfreq", type=float, help="model sampling rate in Hz")
@@ -61,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds between the windows of a file labelled as a whole; shorter than the "
                    "window overlaps them (default: the window length, no overlap)")
     add_common(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser=p)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,10 +76,28 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training import distributed
+
+    try:
+        return _run(args)
+    finally:
+        distributed.teardown()
+
+
+def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     from ..errors import EEGTransferError
+    from ..training import distributed
     from .utils import quiet_down, show_progress
 
+    if args.nproc < 1:
+        raise EEGTransferError(f"--nproc must be >= 1, got {args.nproc}")
+    if distributed.launched_by_torchrun():
+        world = int(os.environ["WORLD_SIZE"])
+        if args.nproc not in (1, world):
+            raise EEGTransferError(f"--nproc {args.nproc} but torchrun started {world} processes")
+        if int(os.environ.get("RANK", "0")) != 0:  # rank 0 speaks for all
+            args.quiet, args.json = True, False
     quiet_down(args)
     from ..bundle import check_output_path
     from ..models import check_model_name
@@ -93,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         from ..report import check_report_path
 
         check_report_path(args.report, overwrite=args.overwrite, protect=[out])
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return _relaunch(args)  # the checks above are made once, here, before any process starts
 
     if args.dataset:
         X, meta, recipe, prov = _from_dataset(args)
@@ -104,10 +129,13 @@ def run(args: argparse.Namespace) -> int:
     from ..training.engine import resolve_device
     from ..training.pretraining import pretrain
 
+    distributed.setup(args.device)  # before resolving it: under torchrun, cuda is this process's GPU
     device = resolve_device(args.device)
     bundle = pretrain(X, labels, meta, recipe, model=model, epochs=args.epochs, device=str(device),
                       seed=args.seed, progress=show_progress(args), provenance=prov,
                       checkpoint=args.checkpoint)
+    if not distributed.is_main():
+        return 0  # rank 0 writes the bundle and reports
     from ..bundle import write_file_atomic
     from ..report import command_line, render_html, validation_facts
 
@@ -139,6 +167,66 @@ def run(args: argparse.Namespace) -> int:
         if args.report:
             print(f"report       {args.report}")
     return 0
+
+
+def _relaunch(args: argparse.Namespace) -> int:
+    """Run this command in ``--nproc`` processes on this machine, with torchrun's launcher.
+
+    ``torch.distributed.run`` (what ``torchrun`` runs) is called in this process, as
+    ``accelerate launch`` does, so that a process's one-line error and exit status come back
+    as they are, not under the launcher's traceback. Each process sees torchrun's
+    ``WORLD_SIZE`` and trains its share; rank 0 writes and prints. Without
+    ``OMP_NUM_THREADS``, the CPUs are divided among the processes.
+    """
+    import sys
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from ..training.engine import available_cpus
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // args.nproc)))
+    launch = ["--nproc-per-node", str(args.nproc), "--standalone", "-m", "eegtransfer.cli", *child_argv(args)]
+    logger.info("starting %d processes: torchrun %s", args.nproc, " ".join(launch))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its report of a failure
+    try:
+        torchrun.run(torchrun.parse_args(launch))
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        if failure.exitcode == 2:  # a bad input or setting: the process said why, in one line
+            return 2
+        print(f"eegtransfer pretrain: error: process {rank} of {args.nproc} failed with exit code "
+              f"{failure.exitcode} (its messages are above)", file=sys.stderr)
+        return 1
+    except SignalException:
+        raise KeyboardInterrupt from None
+    return 0
+
+
+def child_argv(args: argparse.Namespace) -> list[str]:
+    """The parsed ``pretrain`` command line again, for the processes: full option names, no ``--nproc``.
+
+    torchrun reads the whole command line it launches and stops at an abbreviation of one of its
+    own options (``--nproc`` could be ``--nproc-per-node``), so options are spelled out in full,
+    with their values as ``--option=value`` (lists excepted).
+    """
+    argv = ["pretrain"]
+    for action in args.parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest in ("help", "nproc") or value is None or value is False \
+                or value == []:
+            continue
+        flag = max(action.option_strings, key=len)
+        if value is True:
+            argv.append(flag)
+        elif action.nargs in ("+", "*"):
+            argv += [flag, *map(str, value)]
+        elif isinstance(value, list):  # an option given once per value (--event-id)
+            argv += [f"{flag}={v}" for v in value]
+        else:
+            argv.append(f"{flag}={value}")
+    return argv
 
 
 def refuse_chance_level(bundle: Any, *, allow: bool) -> None:

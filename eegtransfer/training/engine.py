@@ -258,6 +258,7 @@ def train(
     autotune: bool = False,
     fingerprint_extra: dict[str, Any] | None = None,
     monitor: str = "val_loss",
+    distributed: bool = True,
 ) -> History:
     """Train ``model`` in place with cross-entropy, keeping the best epoch.
 
@@ -310,6 +311,19 @@ def train(
     fingerprint_extra : dict | None
         JSON-able settings that the checkpoint must match besides the data and
         hyper-parameters (pretraining passes alignment, subjects, classes).
+    distributed : bool
+        Train data-parallel when this process is one of several in a
+        ``torch.distributed`` process group (started by ``torchrun``, joined with
+        :func:`eegtransfer.training.distributed.setup`); ``False`` trains here alone.
+        Every process passes the same data and arguments; the model is wrapped in
+        ``DistributedDataParallel`` and each process takes its contiguous share of every
+        global batch of ``batch_size`` trials (same seeded order everywhere), so the
+        averaged gradient is the one process's gradient up to float rounding, except
+        that batch-norm layers normalise each process's share and dropout draws its
+        own masks (seeded by seed, epoch and rank). Training and validation scores are
+        summed over processes, so early stopping decides the same everywhere; only
+        rank 0 writes the checkpoint and every rank resumes from it. A checkpoint
+        resumed with another number of processes continues, but not bit for bit.
 
     Returns
     -------
@@ -326,7 +340,8 @@ def train(
         return _train(model, X, y, X_val=X_val, y_val=y_val, trainable=trainable, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
                       device=device, seed=seed, progress=progress, desc=desc, checkpoint=checkpoint,
-                      data_on_device=data_on_device, fingerprint_extra=fingerprint_extra, monitor=monitor)
+                      data_on_device=data_on_device, fingerprint_extra=fingerprint_extra, monitor=monitor,
+                      distributed=distributed)
     finally:
         torch.backends.cudnn.benchmark = previous
 
@@ -334,8 +349,15 @@ def train(
 def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainable: list[str] | None,
            epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None,
            device: torch.device, seed: int, progress: bool, desc: str, checkpoint: str | Path | None,
-           data_on_device: bool | None, fingerprint_extra: dict[str, Any] | None, monitor: str) -> History:
+           data_on_device: bool | None, fingerprint_extra: dict[str, Any] | None, monitor: str,
+           distributed: bool) -> History:
+    from . import distributed as ddp
+
     t0 = time.perf_counter()
+    world = ddp.world_size() if distributed else 1
+    rank = ddp.rank() if world > 1 else 0
+    if batch_size < world:
+        raise EEGTransferError(f"batch_size={batch_size} is smaller than the {world} processes sharing each batch")
     configure_threads()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -367,29 +389,37 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
         logger.info("%s: resumed from %s at epoch %d", desc, ckpt, start)
         if hist.stopped_early:
             start = epochs  # it had already stopped: nothing left to train
+    net = model if world == 1 else ddp.wrap(model, device)  # wrapping broadcasts rank 0's state
 
     from tqdm.auto import tqdm
 
     # disable=None: a bar on a terminal only, never a wall of carriage returns in a log
-    bar = tqdm(range(start, epochs), desc=desc, disable=None if progress else True, leave=False)
+    bar = tqdm(range(start, epochs), desc=desc, disable=None if progress and rank == 0 else True, leave=False)
     for epoch in bar:
         te = time.perf_counter()
+        if world > 1:  # each rank its own dropout masks, reproducible on resume
+            torch.manual_seed(int(np.random.SeedSequence([seed % 2**63, epoch, rank]).generate_state(1)[0]))
         set_train_mode(model, None if trainable is None else train_set)
-        rec = {"epoch": epoch, **_run_epoch(model, opt, batches, gen, batch_size, device)}
+        rec = {"epoch": epoch, **_run_epoch(net, opt, batches, gen, batch_size, device, world, rank)}
+        if world > 1:
+            ddp.broadcast_buffers(model)  # every rank validates and keeps rank 0's batch-norm statistics
         if val is not None:
-            rec["val_loss"], rec["val_acc"] = evaluate(model, *val, device=device,
-                                                       batch_size=max(batch_size, 256))
+            rec["val_loss"], rec["val_acc"] = _validate(model, *val, device=device,
+                                                        batch_size=max(batch_size, 256), world=world, rank=rank)
         if stop.update(rec.get("val_loss"), epoch, model, rec.get("val_acc")):
             hist.best_epoch = epoch
         hist.stopped_early = stop.should_stop()
         rec["seconds"] = time.perf_counter() - te
         hist.epochs.append(rec)
         bar.set_postfix({k: round(v, 3) for k, v in rec.items() if k != "epoch"})
-        if ckpt is not None:
+        if ckpt is not None and rank == 0:
             _save_checkpoint(ckpt, model, opt, stop.best_state, stop.best_loss, stop.bad, epoch, hist, gen,
                              fingerprint, device)
         if hist.stopped_early:
             break
+    del net
+    if world > 1:
+        ddp.barrier()  # rank 0's last checkpoint is written before any rank returns
     if val is not None and stop.best_state is not None:
         model.load_state_dict(stop.best_state)
     for p in model.parameters():
@@ -442,8 +472,14 @@ class _EarlyStopping:
 
 
 def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: _Batcher, gen: torch.Generator,
-               batch_size: int, device: torch.device) -> dict[str, float]:
-    """One pass over shuffled minibatches: mean training loss and accuracy."""
+               batch_size: int, device: torch.device, world: int = 1, rank: int = 0) -> dict[str, float]:
+    """One pass over shuffled minibatches: mean training loss and accuracy.
+
+    With ``world`` > 1 processes, ``model`` is wrapped in ``DistributedDataParallel``:
+    this rank trains on its share of each global batch, with a loss scaled so that
+    the gradient averaged over ranks is the mean over the whole global batch, and
+    the scores are summed over ranks.
+    """
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     n = len(batches.y)
@@ -458,23 +494,33 @@ def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: _Batcher, 
         idx = perm[i:i + batch_size]
         if len(idx) < 2 and n >= 2:  # a batch of one breaks batch-norm
             continue
+        m = len(idx)
+        if world > 1:
+            idx = idx.tensor_split(world)[rank]
         xb, yb = batches(idx)
         with autocast:
             out = model(xb)
-            loss = nn.functional.cross_entropy(out.float(), yb)
+            if world == 1:
+                loss = nn.functional.cross_entropy(out.float(), yb)
+            else:  # this share's summed loss * world / m: DDP's mean over ranks is the global batch's mean
+                loss = nn.functional.cross_entropy(out.float(), yb, reduction="sum") * (world / m)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
+        with torch.no_grad():  # the summed loss of this share: loss * m / world
             if cuda:  # no host sync per batch
-                total += loss.detach() * len(idx)
+                total += loss.detach() * (m / world)
                 correct += (out.argmax(1) == yb).sum()
             else:  # on the CPU a float is cheaper than a tensor op
-                total_f += float(loss) * len(idx)
+                total_f += float(loss) * m / world
                 correct_f += int((out.argmax(1) == yb).sum())
         seen += len(idx)
-    return {"train_loss": (float(total) + total_f) / max(seen, 1),
-            "train_acc": (int(correct) + correct_f) / max(seen, 1)}
+    sums = [float(total) + total_f, float(int(correct) + correct_f), float(seen)]
+    if world > 1:
+        from .distributed import all_sum
+
+        sums = all_sum(sums, device)
+    return {"train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1)}
 
 
 def data_digest(X: Any, y: Any, *, full_below: int = 1 << 26, n_blocks: int = 1024,
@@ -614,7 +660,27 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
     On CUDA it runs under the same bf16 autocast as training; the sums stay
     on the device until the end (one host sync).
     """
-    device = torch.device(device)
+    total, correct = _eval_sums(model, X, y, device=torch.device(device), batch_size=batch_size)
+    return total / len(y), correct / len(y)
+
+
+def _validate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, device: torch.device, batch_size: int,
+              world: int, rank: int) -> tuple[float, float]:
+    """:func:`evaluate`; with ``world`` > 1, each rank scores its contiguous share and the sums are added."""
+    if world == 1:
+        return evaluate(model, X, y, device=device, batch_size=batch_size)
+    from .distributed import all_sum
+
+    share = torch.arange(len(y)).tensor_split(world)[rank]
+    lo, hi = (int(share[0]), int(share[-1]) + 1) if len(share) else (0, 0)
+    total, correct = _eval_sums(model, X[lo:hi], y[lo:hi], device=device, batch_size=batch_size)
+    total, correct, n = all_sum([total, float(correct), float(hi - lo)], device)
+    return total / n, correct / n
+
+
+def _eval_sums(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, device: torch.device,
+               batch_size: int) -> tuple[float, int]:
+    """Summed cross-entropy and number of correct predictions, in eval mode (restores the modes)."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -629,7 +695,7 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
             correct += (out.argmax(1) == yb).sum()
     for m, mode in modes.items():
         m.training = mode
-    return float(total) / len(y), int(correct) / len(y)
+    return float(total), int(correct)
 
 
 def head_inputs(model: nn.Module, X: np.ndarray | torch.Tensor, head: str = "final_layer", *,

@@ -157,8 +157,19 @@ def pretrain(
     Returns
     -------
     bundle : Bundle
+
+    Notes
+    -----
+    Under ``torchrun`` with several processes (``torchrun --nproc-per-node 2 script.py``),
+    each process calls ``pretrain`` with the same arguments: it joins the process group
+    (:func:`eegtransfer.training.distributed.setup`: gloo on the CPU, NCCL with one GPU per
+    process), trains data-parallel with ``DistributedDataParallel`` (each process takes its
+    share of every global batch of ``batch_size`` trials) and returns the same bundle in
+    every process; save it from rank 0 only
+    (``if eegtransfer.training.distributed.is_main(): bundle.save(...)``).
     """
     from ..models import build_model, check_model_name
+    from . import distributed
     from .engine import resolve_device, seed_everything, train
 
     model = check_model_name(model)
@@ -173,6 +184,7 @@ def pretrain(
     classes = sorted(set(labels.tolist())) if classes is None else [str(c) for c in classes]
     if len(classes) < 2:
         raise EEGTransferError(f"pretraining needs at least 2 classes, got {classes}")
+    distributed.setup(device)  # under torchrun: first, so that CUDA means this process's GPU
     dev = resolve_device(device)
     seed_everything(seed)
     subjects = meta["subject"].astype(str).to_numpy()
@@ -211,6 +223,7 @@ def pretrain(
                             "weight_decay": weight_decay, "patience": patience, "monitor": monitor,
                             "val_fraction": val_fraction},
         "train_seconds": round(seconds, 3),
+        "processes": distributed.world_size(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
         **(provenance or {}),
