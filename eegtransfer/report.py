@@ -496,7 +496,11 @@ def _calibration_html(meta: dict[str, Any]) -> str:
     cal, ad = _calibration(meta), meta.get("adaptation") or {}
     counts = cal.get("calibration_counts")
     guard = ad.get("guard")
-    rows = [("strategy", ad.get("strategy")), ("steps that ran", fmt_list(ad.get("steps"), "none (zero-shot)")),
+    cands = ad.get("candidates") or {}
+    rows = [("strategy", ad.get("strategy")),
+            *([("auto chose", f"{ad.get('chosen')}, the lowest cross-fitted log-loss on unseen calibration "
+                "trials of " + ", ".join(f"{k} {float(v):.3f}" for k, v in cands.items()))] if cands else []),
+            ("steps that ran", fmt_list(ad.get("steps"), "none (zero-shot)")),
             ("new head", bool(ad.get("new_head"))),
             ("guard", f"kept the {guard['kept']} model" if guard else f"skipped: {ad.get('guard_skipped')}"
              if ad.get("guard_skipped") else "not run"),

@@ -227,6 +227,19 @@ def test_manifest_whole_file_labels_new_head_and_pretrain(population, kalunga_pa
     assert "new head" in report.read_text()
     assert json.loads((out / "bundle.json").read_text())["classes"] == ["13Hz", "rest"]
 
+    # overlapping windows: --stride 1 cuts a window every second; auto says what it chose and why
+    out_s, report_s = tmp_path / "patient-stride", tmp_path / "rs.html"
+    r = run_cli("calibrate", "--model", population, "--manifest", man, "--trials", 6, "--per-class",
+                "--stride", 1, "--strategy", "auto", "--out", out_s, "--report", report_s, "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    strided = sum(int(np.floor(r["seconds"] - 5.0 - 2 / 128)) + 1 for r in rows[:2])
+    assert strided > 3 * total and res["n_heldout_trials"] == strided - 12
+    assert set(res["candidates"]) == {"head", "head+cca", "bn+head"}  # a new class set: a head is trained
+    assert res["chosen"] in res["candidates"] and "auto chose" in report_s.read_text()
+    bad = run_cli("calibrate", "--model", population, "--manifest", man, "--stride", 0, "--out", tmp_path / "x")
+    assert "--stride must be > 0" in one_line_error(bad)
+
     pd.DataFrame(rows)[cols].to_csv(man, index=False)
     pop2 = tmp_path / "pop2"
     p = run_cli("pretrain", "--manifest", man, "--model", "EEGNet", "--epochs", 1, "--tmin", 0, "--tmax", 2,

@@ -108,6 +108,7 @@ def summary(res: Any, args: argparse.Namespace, *, out: Path, report: Path | Non
         "n_calibration_trials": res.n_calibration, "n_heldout_trials": res.n_heldout,
         "n_bad_dropped": res.n_bad_dropped, "calibration_minutes": res.calibration_minutes,
         "selection": res.selection, "classes": list(res.patient.classes), "strategy": args.strategy,
+        "chosen": ad.chosen, "candidates": ad.candidates or None,
         "new_head": ad.new_head, "note": ad.note or ad.guard_skipped,
         "guard": ad.guard.kept if ad.guard else f"not applied: {ad.guard_skipped}",
         "channels": list(res.patient.recipe.channels), "interpolated": res.interpolated, "device": ad.device,
@@ -134,6 +135,9 @@ def print_summary(res: Any, result: dict) -> None:
     print("held-out     unavailable: every trial was used for calibration" if held is None else
           f"held-out     {held['n']} trials: accuracy {held['accuracy']:.3f}, balanced accuracy "
           f"{held['balanced_accuracy']:.3f}")
+    if result["chosen"]:
+        print(f"auto         chose {result['chosen']} (cross-fitted log-loss: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in result["candidates"].items()) + ")")
     note = result["note"] if result["note"] and not result["new_head"] else ""
     print(f"guard        {result['guard']}" + (f" ({note})" if note else ""))
     print(f"bundle       {result['out']}")
