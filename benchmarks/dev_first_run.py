@@ -29,10 +29,9 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import balanced_accuracy_score
 
-    from eegtransfer.adaptation import Align, Head, run_steps
+    from eegtransfer.adaptation import CCA, Align, Head, run_steps
     from eegtransfer.evaluation.loso import PRETRAIN, load
     from eegtransfer.evaluation.protocol import split_target, target_window
-    from eegtransfer.ssvep import CCAExpert
     from eegtransfer.training.pretraining import pretrain
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,35 +50,46 @@ def main(argv: list[str] | None = None) -> int:
         mt = meta[t].reset_index(drop=True)
         first, _ = split_target(mt)
         Xt, yt, pop = X[t], y_all[t], ~t
-        t0 = time.perf_counter()
-        popb = pretrain(X[pop], y_all[pop], meta[pop], d["net"], align=True, device="cpu", seed=0, **PRETRAIN)
-        prior = CCAExpert.for_classes(popb.classes, d["net"].sfreq, max_freq=d["net"].h_freq)
-        prior.fit(X[pop], y_all[pop], l2=1e-3)
-        print(target, "pretrained", round(time.perf_counter() - t0), popb.metrics.get("val_acc"), flush=True)
+        pops = {}
+        for aligned in (False, True):
+            t0 = time.perf_counter()
+            pops[aligned] = pretrain(X[pop], y_all[pop], meta[pop], d["net"], align=aligned, device="cpu", seed=0,
+                                     **PRETRAIN)
+            print(target, "aligned" if aligned else "plain", round(time.perf_counter() - t0),
+                  pops[aligned].metrics.get("val_acc"), flush=True)
         for label in ("1", "2"):
             w, cal = target_window(mt, first, label, trial_seconds=d["net"].tmax)
             dev = first & ~cal
             Xc, yc, Xd, yd = Xt[cal], yt[cal], Xt[dev], yt[dev]
-            probs = {"cca pop": prior.log_proba(Xd)}
-            for l2 in (1.0, 10.0):
-                e = CCAExpert(prior.classes, prior.freqs, prior.sfreq, max_freq=prior.max_freq)
-                probs[f"cca l2={l2:g}"] = e.fit(Xc, yc, l2=l2, prior=prior).log_proba(Xd)
-            chains = {"align": [Align()], "align+head unbalanced": [Align(), Head(balanced=False)],
-                      "align+head": [Align(), Head()]}
-            for strat, steps in chains.items():
-                b = run_steps(popb, steps, Xc, yc, device="cpu", seed=0)
-                b.cca = None
-                probs[strat] = np.log(b.predict_proba(Xd) + 1e-12)
-            for base in ("align", "align+head"):
-                for c in ("cca pop", "cca l2=1", "cca l2=10"):
-                    for wgt in (0.5, 1.0):
-                        probs[f"{base} x {c} w={wgt:g}"] = probs[base] + wgt * probs[c]
+            probs = {"cca expert of the population alone": pops[False].cca.log_proba(Xd)}
+            for l2 in (0.1, 1.0, 10.0):
+                e = CCA(l2=l2).fit(pops[False].copy(), Xc, yc).cca
+                probs[f"cca expert calibrated, l2={l2:g}, alone"] = e.log_proba(Xd)
+            for aligned, pre in ((False, []), (True, [Align()])):
+                name = "align+" if aligned else ""
+                chains = {"none": [], "head unbalanced": [Head(balanced=False)], "head": [Head()],
+                          "cca": [CCA()], "cca weight 0.5": [CCA(weight=0.5)], "head+cca": [Head(), CCA()],
+                          "head+cca weight 0.5": [Head(), CCA(weight=0.5)]}
+                for strat, steps in chains.items():
+                    b = run_steps(pops[aligned], pre + steps, Xc, yc, device="cpu", seed=0)
+                    probs[(name + strat).replace("+none", "") or "none"] = np.log(b.predict_proba(Xd) + 1e-12)
+            popb = pops[False]
             for name, lp in probs.items():
                 pred = np.asarray(popb.classes)[lp.argmax(1)]
                 rows.append({"subject": target, "window": label, "method": name, "n_cal": int(cal.sum()),
                              "n_dev": int(dev.sum()), "accuracy": float((pred == yd).mean()),
                              "balanced_accuracy": float(balanced_accuracy_score(yd, pred))})
         pd.DataFrame(rows).to_csv(a.out / "dev.csv", index=False)
+    df = pd.DataFrame(rows)
+    table = df.pivot_table(index="method", columns="window", values="balanced_accuracy", aggfunc="mean") * 100
+    n = df.groupby("method")["subject"].nunique()
+    (a.out / "dev.md").write_text("\n".join([
+        "# Development set: the rest of each subject's first run (the test runs are never read)", "",
+        f"Command: `python benchmarks/dev_first_run.py --subjects {a.subjects} --out {a.out}`. Balanced accuracy "
+        "(%) of the trials of the first run after the calibration window, mean over subjects (n per row); "
+        f"calibration and development trials per subject, mean: {df.groupby('window')['n_cal'].mean().round(1).to_dict()}"
+        f" and {df.groupby('window')['n_dev'].mean().round(1).to_dict()}.", "",
+        table.round(1).assign(n=n).sort_values(table.columns[-1]).to_markdown(), ""]))
     return 0
 
 

@@ -130,7 +130,7 @@ def calibrate_patient(
     minutes: float | None = None,
     trials: int | None = None,
     per_class: bool = False,
-    strategy: str = "head",
+    strategy: str = "auto",
     event_id: dict[str, str] | None = None,
     interpolate_missing: bool = False,
     encoding: str | None = None,
@@ -155,7 +155,8 @@ def calibrate_patient(
     per_class : bool
         Apply the limit per class.
     strategy : str
-        See :func:`eegtransfer.adaptation.adapt`.
+        See :func:`eegtransfer.adaptation.adapt`; ``"auto"`` (the default) compares the candidates
+        of :func:`~eegtransfer.adaptation.auto_candidates` on the calibration trials themselves.
     event_id : dict | None
         Class name -> event code or annotation description.
     interpolate_missing : bool

@@ -48,7 +48,7 @@ def test_demo_json_and_bundles(mne_data, tmp_path):
     info = run_cli("info", res["subject_bundle"], "--json")
     assert info.returncode == 0, info.stderr
     meta = json.loads(info.stdout)
-    assert meta["adaptation"]["strategy"] == "head" and meta["classes"] == ["13", "17", "21", "rest"]
+    assert meta["adaptation"]["strategy"] == "auto" and meta["classes"] == ["13", "17", "21", "rest"]
     text = run_cli("info", res["population_bundle"]).stdout
     assert "EEGNet" in text and "Oz" in text
     # an existing --out is refused and left as it was

@@ -107,7 +107,7 @@ def test_calibrate_fif_recordings_then_predict(population, kalunga_path, tmp_pat
     n_cal = int((onsets + 5.0 <= 120).sum())
     assert res["n_calibration_trials"] == n_cal and res["n_heldout_trials"] == 64 - n_cal
     assert res["calibration_minutes"] <= 2.0 and res["classes"] == CLASSES and not res["new_head"]
-    assert res["strategy"] == "head" and res["device"] == "cpu" and res["interpolated"] == []
+    assert res["strategy"] == "auto" and res["device"] == "cpu" and res["interpolated"] == []
     assert 0 <= res["heldout_accuracy"] <= 1 and 0 <= res["heldout_balanced_accuracy"] <= 1
     assert not r.stderr.strip()  # --quiet
 
