@@ -84,7 +84,8 @@ def test_help_shows_defaults_the_strategies_and_required_options():
         assert r.returncode == 0 and (cmd == "info" or "(default" in r.stdout), cmd
     cal = " ".join(run_cli("calibrate", "--help").stdout.split())
     assert "every trial and holds none out" in cal and "default: every trial, none held out" in cal
-    assert f"one of: {', '.join(STRATEGIES)} (default: head)" in cal
+    assert f"one of: {', '.join(STRATEGIES)}; auto compares its candidates on the calibration trials " \
+           "themselves (default: auto)" in cal
     usage = " ".join(run_cli("predict", "--help").stdout.split("\n\n")[0].split())
     assert "--recording FILE" in usage and "[--recording FILE]" not in usage
     r = run_cli("predict", "--model", "m", "--out", "o.csv")  # argparse's own usage + error, exit 2

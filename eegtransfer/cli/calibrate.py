@@ -44,8 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="calibrate on the first N trials (default: every trial, none held out)")
     p.add_argument("--per-class", action="store_true",
                    help="apply --minutes/--trials to each class (default: to all trials)")
-    p.add_argument("--strategy", default="auto", help=strategy_help() + " (default auto: the candidates "
-                   "compared on the calibration trials themselves)")
+    p.add_argument("--strategy", default="auto", help=strategy_help() + "; auto compares its candidates on the "
+                   "calibration trials themselves")
     p.add_argument("--out", required=True, metavar="PATIENT_BUNDLE", help="patient bundle folder to write")
     p.add_argument("--report", metavar="PATH",
                    help="write a self-contained HTML report there (its folder must exist; default: no report)")

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="Kalunga2016", help="MOABB dataset class")
     p.add_argument("--subject", type=int, default=1, help="target subject")
     p.add_argument("--model", default="EEGNet", help="braindecode model")
-    p.add_argument("--strategy", default="auto", help=strategy_help() + " (default auto)")
+    p.add_argument("--strategy", default="auto", help=strategy_help())
     p.add_argument("--epochs", type=int, default=150, help="maximum pretraining epochs")
     p.add_argument("--out", default="eegtransfer-demo", help="output folder (its parent must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
