@@ -110,6 +110,7 @@ def pretrain(
     seed: int = 0,
     progress: bool = False,
     checkpoint: str | None = None,
+    compile: bool | str = "auto",
     provenance: dict[str, Any] | None = None,
     verbose: bool | str | int | None = None,
 ) -> Bundle:
@@ -150,6 +151,13 @@ def pretrain(
         Resume an interrupted run from this file (see :func:`eegtransfer.training.engine.train`).
         A checkpoint of other data, subjects, alignment, classes or settings
         is refused with an error naming what differs.
+    compile : bool | {"auto", "on", "off"}
+        Train through ``torch.compile`` (see :func:`eegtransfer.training.engine.train`); a
+        failed compilation logs a warning and trains eager. ``"auto"`` compiles on the CPU
+        only for runs long enough to repay the compile time
+        (:func:`eegtransfer.training.engine.compile_pays`: at least 1.5e9 input values in the
+        full batches of ``min(epochs, patience + 1)`` epochs); the bundle's model is the plain
+        module either way, and ``provenance["compile_seconds"]`` says whether it compiled.
     verbose : bool | str | int | None
         Log level for this call, as in MNE (``None``: the ``eegtransfer``
         logger's level).
@@ -207,7 +215,7 @@ def pretrain(
                  y_val=y[va] if va.any() else None, epochs=epochs, batch_size=batch_size,
                  lr=lr, weight_decay=weight_decay, patience=patience, device=dev, seed=seed,
                  progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint, autotune=True,
-                 monitor=monitor,
+                 monitor=monitor, compile=compile,
                  fingerprint_extra=_resume_settings(model, model_kwargs, classes, align, subjects, va,
                                                     val_fraction))
     seconds = time.perf_counter() - t0
@@ -223,6 +231,7 @@ def pretrain(
                             "weight_decay": weight_decay, "patience": patience, "monitor": monitor,
                             "val_fraction": val_fraction},
         "train_seconds": round(seconds, 3),
+        "compile_seconds": None if hist.compile_seconds is None else round(hist.compile_seconds, 3),
         "processes": distributed.world_size(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
