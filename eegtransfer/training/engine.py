@@ -534,7 +534,7 @@ def _compile_step(net: nn.Module, model: nn.Module, batches: _Batcher, batch_siz
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     try:
-        compiled = torch.compile(net)
+        compiled = torch.compile(net, dynamic=False)  # one batch shape: the full batch
         set_train_mode(model, trainable)
         idx = torch.arange(batch_size)
         if world > 1:
