@@ -42,6 +42,30 @@ def split_by_subject(subjects: np.ndarray, *, val_fraction: float = 0.2,
     return ~val, val
 
 
+def scale_lr(lr: float, batch_size: int, base_batch_size: int = 64) -> float:
+    """The learning rate for a larger (or smaller) batch: square-root scaling, for AdamW.
+
+    ``lr * sqrt(batch_size / base_batch_size)``: a rule of thumb for adaptive optimisers
+    (Malladi et al., 2022, "On the SDEs and scaling rules for adaptive gradient algorithms";
+    Hoffer et al., 2017), where SGD's linear rule (Goyal et al., 2017) over-shoots. ``pretrain``'s
+    defaults (lr 3e-3 at batch 64) give 6e-3 at 256 and 1.2e-2 at 1024. Not validated here on
+    large GPU batches (no GPU was lent); beyond ~8x the base batch, check the validation curve.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate tuned at ``base_batch_size``.
+    batch_size, base_batch_size : int
+
+    Returns
+    -------
+    lr : float
+    """
+    if batch_size < 1 or base_batch_size < 1:
+        raise EEGTransferError(f"batch sizes must be >= 1, got {batch_size} and {base_batch_size}")
+    return float(lr) * (batch_size / base_batch_size) ** 0.5
+
+
 def _resume_settings(model: str, model_kwargs: dict[str, Any] | None, classes: list[str], align: bool,
                      subjects: np.ndarray, val: np.ndarray, val_fraction: float) -> dict[str, Any]:
     """What a checkpoint must match besides the data: a resumed run is refused when any differs.
