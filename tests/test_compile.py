@@ -161,6 +161,17 @@ def test_compile_setting_is_checked_and_auto_stays_eager_on_small_runs(monkeypat
     assert engine._compile_mode(True) == "on" and engine._compile_mode("OFF") == "off"
 
 
+def test_scale_lr_is_square_root_scaling():
+    from eegtransfer.training.pretraining import scale_lr
+
+    assert scale_lr(3e-3, 64) == pytest.approx(3e-3)
+    assert scale_lr(3e-3, 256) == pytest.approx(6e-3)
+    assert scale_lr(3e-3, 1024) == pytest.approx(1.2e-2)
+    assert scale_lr(1e-3, 32, base_batch_size=128) == pytest.approx(5e-4)
+    with pytest.raises(EEGTransferError):
+        scale_lr(1e-3, 0)
+
+
 def test_cli_compile_option():
     from eegtransfer.cli import build_parser
 
@@ -195,4 +206,17 @@ def test_real_compile_trains_like_eager_and_is_reproducible(tmp_path):
                                rtol=1e-5)
     np.testing.assert_allclose(engine.predict_logits(first, X), engine.predict_logits(eager, X), atol=1e-3)
     assert type(first).__name__ == "EEGNet"
+    assert not [k for k in torch.load(tmp_path / "c.ckpt", weights_only=True)["model"] if "_orig_mod" in k]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compile_on_cuda_trains_and_keeps_the_plain_module(tmp_path):
+    """On CUDA (bf16 autocast) the compiled step runs, and the state stays the plain module's."""
+    X, y = _data(72)
+    model = _model()
+    hist = engine.train(model, X, y, X_val=X[:16], y_val=y[:16], epochs=3, batch_size=32, lr=3e-3,
+                        patience=None, seed=3, device="cuda", compile=True, checkpoint=tmp_path / "c.ckpt")
+    assert hist.compile_seconds is not None, "torch.compile failed on CUDA (see the warning)"
+    assert engine.model_device(model).type == "cuda" and type(model).__name__ == "EEGNet"
+    assert all(np.isfinite(e["train_loss"]) for e in hist.epochs)
     assert not [k for k in torch.load(tmp_path / "c.ckpt", weights_only=True)["model"] if "_orig_mod" in k]

@@ -465,10 +465,10 @@ def _set_trainable(model: nn.Module, trainable: list[str] | None) -> set[str]:
     return train_set
 
 
-# torch.compile on the CPU, measured on 2 shared cores (load ~4), one thread, batch 64
-# (benchmarks/speed.py, README "Speed"): EEGNet and ShallowFBCSPNet steps 1.2-1.6x faster, i.e.
-# about 40 ns saved per input value (trial x channel x sample) of a full batch, for 18-65 s of
-# compilation. "auto" compiles when the run saves more than it costs, on those figures.
+# torch.compile on the CPU, measured on 2 shared cores (load 4-7), one thread, batch 64, EEGNet and
+# ShallowFBCSPNet (benchmarks/results/speed.md, README "Speed"): epochs 1.1-1.5x faster, i.e. 50-76 ns
+# saved per input value (trial x channel x sample) of a full batch, for 16-40 s of compilation (up
+# to 65 s seen under heavier load). "auto" compiles when 40 ns per value repays 60 s.
 AUTO_COMPILE_SECONDS = 60.0
 AUTO_SAVED_SECONDS_PER_VALUE = 40e-9
 AUTO_MIN_VALUES = AUTO_COMPILE_SECONDS / AUTO_SAVED_SECONDS_PER_VALUE  # 1.5e9
