@@ -157,6 +157,7 @@ class History:
     best_epoch: int = 0
     seconds: float = 0.0
     stopped_early: bool = False
+    compile_seconds: float | None = None  # the torch.compile of the step; None: ran eager
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "best_epoch": self.best_epoch,
@@ -259,6 +260,7 @@ def train(
     fingerprint_extra: dict[str, Any] | None = None,
     monitor: str = "val_loss",
     distributed: bool = True,
+    compile: bool | str = False,
 ) -> History:
     """Train ``model`` in place with cross-entropy, keeping the best epoch.
 
@@ -324,6 +326,16 @@ def train(
         summed over processes, so early stopping decides the same everywhere; only
         rank 0 writes the checkpoint and every rank resumes from it. A checkpoint
         resumed with another number of processes continues, but not bit for bit.
+    compile : bool | {"auto", "on", "off"}
+        Run the training forward and backward passes of full batches through
+        ``torch.compile`` (the last, smaller batch of an epoch and validation stay eager, so one
+        graph is compiled, not one per batch size). It is compiled before the first epoch on a
+        full batch whose effects are undone (weights, batch-norm statistics, random state); if
+        compilation fails (no C++ compiler, an unsupported operator) one warning is logged and
+        training goes on eager. The model is never replaced: its state dict, the checkpoints and
+        the returned model are the plain module's. ``"auto"`` compiles on the CPU only when the
+        run is long enough for the compile time to pay (:func:`compile_pays`); on other devices
+        it stays eager until measured. ``History.compile_seconds`` says what happened.
 
     Returns
     -------
@@ -334,6 +346,7 @@ def train(
     device = resolve_device(device)
     if monitor not in ("val_loss", "val_acc"):
         raise EEGTransferError(f"monitor= must be 'val_loss' or 'val_acc', got {monitor!r}")
+    compile = _compile_mode(compile)
     previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = bool(autotune and device.type == "cuda")
     try:
@@ -341,7 +354,7 @@ def train(
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
                       device=device, seed=seed, progress=progress, desc=desc, checkpoint=checkpoint,
                       data_on_device=data_on_device, fingerprint_extra=fingerprint_extra, monitor=monitor,
-                      distributed=distributed)
+                      distributed=distributed, compile=compile)
     finally:
         torch.backends.cudnn.benchmark = previous
 
@@ -350,7 +363,7 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
            epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None,
            device: torch.device, seed: int, progress: bool, desc: str, checkpoint: str | Path | None,
            data_on_device: bool | None, fingerprint_extra: dict[str, Any] | None, monitor: str,
-           distributed: bool) -> History:
+           distributed: bool, compile: str = "off") -> History:
     from . import distributed as ddp
 
     t0 = time.perf_counter()
@@ -390,6 +403,14 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
         if hist.stopped_early:
             start = epochs  # it had already stopped: nothing left to train
     net = model if world == 1 else ddp.wrap(model, device)  # wrapping broadcasts rank 0's state
+    compiled = None
+    if compile == "on" or (compile == "auto" and compile_pays(
+            tuple(Xt.shape), batch_size, epochs if val is None or patience is None else min(epochs, patience + 1),
+            device)):
+        if start < epochs and len(yt) >= batch_size:  # no full batch: nothing would run compiled
+            compiled, hist.compile_seconds = _compile_step(
+                net, model, batches, batch_size, device, world, rank,
+                None if trainable is None else train_set, desc)
 
     from tqdm.auto import tqdm
 
@@ -400,7 +421,8 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
         if world > 1:  # each rank its own dropout masks, reproducible on resume
             torch.manual_seed(int(np.random.SeedSequence([seed % 2**63, epoch, rank]).generate_state(1)[0]))
         set_train_mode(model, None if trainable is None else train_set)
-        rec = {"epoch": epoch, **_run_epoch(net, opt, batches, gen, batch_size, device, world, rank)}
+        rec = {"epoch": epoch, **_run_epoch(net, opt, batches, gen, batch_size, device, world, rank,
+                                            compiled)}
         if world > 1:
             ddp.broadcast_buffers(model)  # every rank validates and keeps rank 0's batch-norm statistics
         if val is not None:
@@ -417,7 +439,7 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
                              fingerprint, device)
         if hist.stopped_early:
             break
-    del net
+    del net, compiled
     if world > 1:
         ddp.barrier()  # rank 0's last checkpoint is written before any rank returns
     if val is not None and stop.best_state is not None:
@@ -441,6 +463,102 @@ def _set_trainable(model: nn.Module, trainable: list[str] | None) -> set[str]:
     for n, p in model.named_parameters():
         p.requires_grad_(n in train_set)
     return train_set
+
+
+# torch.compile on the CPU, measured on 2 shared cores (load 4-7), one thread, batch 64, EEGNet and
+# ShallowFBCSPNet (benchmarks/results/speed.md, README "Speed"): epochs 1.1-1.5x faster, i.e. 50-76 ns
+# saved per input value (trial x channel x sample) of a full batch, for 16-40 s of compilation (up
+# to 65 s seen under heavier load). "auto" compiles when 40 ns per value repays 60 s.
+AUTO_COMPILE_SECONDS = 60.0
+AUTO_SAVED_SECONDS_PER_VALUE = 40e-9
+AUTO_MIN_VALUES = AUTO_COMPILE_SECONDS / AUTO_SAVED_SECONDS_PER_VALUE  # 1.5e9
+
+
+def compile_pays(shape: tuple[int, ...], batch_size: int, epochs: int, device: str | torch.device) -> bool:
+    """Whether ``compile="auto"`` compiles: the CPU rule, from this repository's measurements.
+
+    On the CPU, when the full batches of ``epochs`` epochs carry at least
+    :data:`AUTO_MIN_VALUES` (1.5e9) input values (``batch_size`` x channels x samples per
+    batch): at the ~40 ns per value that compilation saved here, that saves more than the
+    ~60 s it can take. Callers pass the fewest epochs the run can last (with early stopping,
+    ``min(epochs, patience + 1)``), so it compiles only where it surely pays. The rule depends on
+    shapes and settings only, never on timings, so a seed still gives the same weights and a
+    resumed run compiles as the first did. On CUDA and MPS it says no: not measured yet.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the training data, ``(n_trials, ...)``.
+    batch_size, epochs : int
+    device : str | torch.device
+
+    Returns
+    -------
+    pays : bool
+    """
+    if torch.device(device).type != "cpu" or not shape or batch_size < 1:
+        return False
+    per_trial = int(np.prod(shape[1:], dtype=np.int64))
+    full_batches = int(shape[0]) // batch_size
+    return epochs * full_batches * batch_size * per_trial >= AUTO_MIN_VALUES
+
+
+def _compile_mode(compile: bool | str) -> str:
+    """``compile=`` as one of "on", "off", "auto"."""
+    if compile is True or compile is False:
+        return "on" if compile else "off"
+    value = str(compile).lower()
+    if value in ("on", "true"):
+        return "on"
+    if value in ("off", "false", "none"):
+        return "off"
+    if value == "auto":
+        return "auto"
+    raise EEGTransferError(f"compile= must be True, False, 'auto', 'on' or 'off', got {compile!r}")
+
+
+def _compile_step(net: nn.Module, model: nn.Module, batches: _Batcher, batch_size: int, device: torch.device,
+                  world: int, rank: int, trainable: set[str] | None, desc: str
+                  ) -> tuple[nn.Module | None, float | None]:
+    """``torch.compile(net)``, compiled now on one full batch; ``(None, None)`` when that fails.
+
+    The forward and backward graphs are compiled by one training pass whose effects are undone:
+    gradients are dropped, and the weights, batch-norm statistics and random state are restored,
+    so the run then trains as an eager one would (up to the compiled kernels' rounding). Any
+    failure (no C++ compiler, an operator dynamo cannot trace) is logged once as a warning and
+    the run goes on eager.
+    """
+    t0 = time.perf_counter()
+    state = _copy_state(model, None)
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    try:
+        compiled = torch.compile(net, dynamic=False)  # one batch shape: the full batch
+        set_train_mode(model, trainable)
+        idx = torch.arange(batch_size)
+        if world > 1:
+            idx = idx.tensor_split(world)[rank]
+        xb, yb = batches(idx)
+        with autocast:
+            loss = nn.functional.cross_entropy(compiled(xb).float(), yb)
+        loss.backward()
+    except Exception as err:  # noqa: BLE001 - whatever broke the compilation, eager still works
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        logger.warning("%s: torch.compile failed (%s: %s); training eager", desc, type(err).__name__, first)
+        compiled = None
+    finally:
+        for p in model.parameters():
+            p.grad = None
+        model.load_state_dict(state)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+    if compiled is None:
+        return None, None
+    seconds = time.perf_counter() - t0
+    logger.info("%s: compiled the training step in %.1f s", desc, seconds)
+    return compiled, seconds
 
 
 class _EarlyStopping:
@@ -472,8 +590,12 @@ class _EarlyStopping:
 
 
 def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: _Batcher, gen: torch.Generator,
-               batch_size: int, device: torch.device, world: int = 1, rank: int = 0) -> dict[str, float]:
+               batch_size: int, device: torch.device, world: int = 1, rank: int = 0,
+               compiled: nn.Module | None = None) -> dict[str, float]:
     """One pass over shuffled minibatches: mean training loss and accuracy.
+
+    ``compiled`` (``torch.compile(model)``), when given, runs the full batches; the
+    last, smaller one runs eager.
 
     With ``world`` > 1 processes, ``model`` is wrapped in ``DistributedDataParallel``:
     this rank trains on its share of each global batch, with a loss scaled so that
@@ -499,7 +621,7 @@ def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: _Batcher, 
             idx = idx.tensor_split(world)[rank]
         xb, yb = batches(idx)
         with autocast:
-            out = model(xb)
+            out = (compiled if compiled is not None and m == batch_size else model)(xb)
             if world == 1:
                 loss = nn.functional.cross_entropy(out.float(), yb)
             else:  # this share's summed loss * world / m: DDP's mean over ranks is the global batch's mean

@@ -42,6 +42,30 @@ def split_by_subject(subjects: np.ndarray, *, val_fraction: float = 0.2,
     return ~val, val
 
 
+def scale_lr(lr: float, batch_size: int, base_batch_size: int = 64) -> float:
+    """The learning rate for a larger (or smaller) batch: square-root scaling, for AdamW.
+
+    ``lr * sqrt(batch_size / base_batch_size)``: a rule of thumb for adaptive optimisers
+    (Malladi et al., 2022, "On the SDEs and scaling rules for adaptive gradient algorithms";
+    Hoffer et al., 2017), where SGD's linear rule (Goyal et al., 2017) over-shoots. ``pretrain``'s
+    defaults (lr 3e-3 at batch 64) give 6e-3 at 256 and 1.2e-2 at 1024. Not validated here on
+    large GPU batches (no GPU was lent); beyond ~8x the base batch, check the validation curve.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate tuned at ``base_batch_size``.
+    batch_size, base_batch_size : int
+
+    Returns
+    -------
+    lr : float
+    """
+    if batch_size < 1 or base_batch_size < 1:
+        raise EEGTransferError(f"batch sizes must be >= 1, got {batch_size} and {base_batch_size}")
+    return float(lr) * (batch_size / base_batch_size) ** 0.5
+
+
 def _resume_settings(model: str, model_kwargs: dict[str, Any] | None, classes: list[str], align: bool,
                      subjects: np.ndarray, val: np.ndarray, val_fraction: float) -> dict[str, Any]:
     """What a checkpoint must match besides the data: a resumed run is refused when any differs.
@@ -110,6 +134,7 @@ def pretrain(
     seed: int = 0,
     progress: bool = False,
     checkpoint: str | None = None,
+    compile: bool | str = "auto",
     provenance: dict[str, Any] | None = None,
     verbose: bool | str | int | None = None,
 ) -> Bundle:
@@ -150,6 +175,13 @@ def pretrain(
         Resume an interrupted run from this file (see :func:`eegtransfer.training.engine.train`).
         A checkpoint of other data, subjects, alignment, classes or settings
         is refused with an error naming what differs.
+    compile : bool | {"auto", "on", "off"}
+        Train through ``torch.compile`` (see :func:`eegtransfer.training.engine.train`); a
+        failed compilation logs a warning and trains eager. ``"auto"`` compiles on the CPU
+        only for runs long enough to repay the compile time
+        (:func:`eegtransfer.training.engine.compile_pays`: at least 1.5e9 input values in the
+        full batches of ``min(epochs, patience + 1)`` epochs); the bundle's model is the plain
+        module either way, and ``provenance["compile_seconds"]`` says whether it compiled.
     verbose : bool | str | int | None
         Log level for this call, as in MNE (``None``: the ``eegtransfer``
         logger's level).
@@ -207,7 +239,7 @@ def pretrain(
                  y_val=y[va] if va.any() else None, epochs=epochs, batch_size=batch_size,
                  lr=lr, weight_decay=weight_decay, patience=patience, device=dev, seed=seed,
                  progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint, autotune=True,
-                 monitor=monitor,
+                 monitor=monitor, compile=compile,
                  fingerprint_extra=_resume_settings(model, model_kwargs, classes, align, subjects, va,
                                                     val_fraction))
     seconds = time.perf_counter() - t0
@@ -223,6 +255,7 @@ def pretrain(
                             "weight_decay": weight_decay, "patience": patience, "monitor": monitor,
                             "val_fraction": val_fraction},
         "train_seconds": round(seconds, 3),
+        "compile_seconds": None if hist.compile_seconds is None else round(hist.compile_seconds, 3),
         "processes": distributed.world_size(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
