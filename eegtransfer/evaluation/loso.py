@@ -5,10 +5,10 @@ after the first; calibration is each window (first 1 or 2 minutes, or the whole 
 grown until every class has 2 trials), the same trials for every method; the population is
 every other subject, known duplicated recordings removed on load. Ours: one network pretrained
 per target (and once with Euclidean alignment), then each adaptation strategy (those with the
-CCA expert for SSVEP classes only; ``auto`` on the plain population, as the command line makes). Baselines
-(:mod:`eegtransfer.evaluation.baselines`): covariance TS+LR and MDM within subject (filter-bank
-covariances for SSVEP classes, broadband otherwise), RCT and RPA with the population, a CCA
-detector for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
+CCA expert for SSVEP classes only; ``auto`` on both populations, the plain one being what the
+command line makes). Baselines (:mod:`eegtransfer.evaluation.baselines`): covariance TS+LR and
+MDM within subject (filter-bank covariances for SSVEP classes, broadband otherwise), RCT and RPA
+with the population, a CCA detector for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
 window and method: :func:`run_loso` returns them and :func:`write_results` makes every table.
 """
 
@@ -27,7 +27,7 @@ from . import baselines as bl
 from .protocol import split_target, target_window
 
 PLAIN = ("bn", "head", "bn+head", "last-k", "cca", "head+cca", "auto")
-ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca")
+ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca", "auto")
 PRETRAIN = {"epochs": 25, "patience": 10, "lr": 1e-2, "batch_size": 64}
 WINDOWS = ("1", "2", "run")
 
@@ -70,7 +70,8 @@ def ours(pops: dict[bool, Any], X: np.ndarray, y: np.ndarray, cal: np.ndarray, t
             b = adapt(pops[aligned], X[cal], y[cal], strategy=strategy, device=device, seed=seed,
                       epochs=adapt_epochs, patience=20)
             a = b.adaptation
-            rows.append({"method": f"{model} {strategy}", "family": "ours", "pred": b.predict(X[test]),
+            name = f"{model} {strategy}" + (" (aligned population)" if aligned and strategy == "auto" else "")
+            rows.append({"method": name, "family": "ours", "pred": b.predict(X[test]),
                          "seconds": time.perf_counter() - t0, "guard": a.guard.kept if a.guard else None,
                          "chosen": a.chosen})
     return rows
