@@ -297,18 +297,22 @@ def pretrain_on_dataset(
     subjects: list[int],
     *,
     recipe: Recipe | None = None,
+    trial_cache: bool | str | None = None,
     **kwargs: Any,
 ) -> Bundle:
     """Load MOABB ``subjects`` with one recipe and call :func:`pretrain`.
 
     Known duplicated recordings are removed on load
-    (see :data:`eegtransfer.io.moabb.KNOWN_DUPLICATES`).
+    (see :data:`eegtransfer.io.moabb.KNOWN_DUPLICATES`). ``trial_cache``
+    (``True`` or a folder) goes to :func:`~eegtransfer.io.load_dataset` as
+    ``cache=``: the trials are preprocessed once into an on-disk cache and
+    training streams them from there, for populations larger than memory.
     """
     from ..io.moabb import dataset_provenance, get_dataset, load_dataset
 
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)
-    X, meta, recipe = load_dataset(dataset, subjects, recipe)
+    X, meta, recipe = load_dataset(dataset, subjects, recipe, cache=trial_cache)
     prov = dataset_provenance(dataset)  # its event codes travel with the model
     prov.update(kwargs.pop("provenance", None) or {})
     return pretrain(X, meta["label"].to_numpy(), meta, recipe, provenance=prov, **kwargs)
