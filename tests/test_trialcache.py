@@ -190,6 +190,14 @@ def test_training_from_a_memmap_gives_the_losses_of_training_from_memory(tmp_pat
                 == engine.data_digest(X[rows], y, full_below=full_below, n_blocks=7, block=999))
 
 
+def test_the_compiling_pass_reads_a_streamed_batch_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # the pass, without compiling
+    X, y, Xm = _problem(tmp_path)
+    _, mem = _fit(X[:60], y[:60], X[60:], y[60:])
+    _, disk = _fit(Xm[:60], y[:60], Xm[60:], y[60:], compile="on")
+    np.testing.assert_allclose(disk, mem, rtol=1e-6)
+
+
 def test_pretraining_streams_a_memmap_with_alignment(fake_trials, tmp_path):
     from eegtransfer.training.pretraining import pretrain
 
@@ -247,3 +255,19 @@ def test_training_does_not_load_the_memmap(tmp_path):
     # cache, not this process, holds what was read: no file pages mapped either)
     assert m["after"]["VmHWM"] - m["before"]["VmHWM"] < 24, m
     assert m["after"]["RssFile"] - m["before"]["RssFile"] < 24, m
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_streamed_cuda_batches_match_pinned_host_batches(tmp_path):
+    """On CUDA the read-ahead buffers are pinned and copied without blocking; same batches as from memory."""
+    X, y, Xm = _problem(tmp_path)
+    kw = dict(epochs=3, batch_size=16, lr=3e-3, patience=None, seed=3, device="cuda")
+    from eegtransfer.models import build_model
+
+    curves = []
+    for data, extra in ((X, {"data_on_device": False}), (Xm, {})):
+        torch.manual_seed(1)
+        net = build_model("EEGNet", 4, 3, 128, 128.0)
+        hist = engine.train(net, data[:60], y[:60], X_val=data[60:], y_val=y[60:], **kw, **extra)
+        curves.append([(e["train_loss"], e["val_loss"]) for e in hist.epochs])
+    np.testing.assert_allclose(curves[1], curves[0], rtol=1e-3)

@@ -603,8 +603,7 @@ def _compile_mode(compile: bool | str) -> str:
 
 
 def _compile_step(net: nn.Module, model: nn.Module, batches: _Batcher | _StreamBatcher, batch_size: int,
-                  device: torch.device,
-                  world: int, rank: int, trainable: set[str] | None, desc: str
+                  device: torch.device, world: int, rank: int, trainable: set[str] | None, desc: str
                   ) -> tuple[nn.Module | None, float | None]:
     """``torch.compile(net)``, compiled now on one full batch; ``(None, None)`` when that fails.
 

@@ -58,9 +58,12 @@ class _Reader:
     """A read-only file descriptor, closed when the last view using it is gone."""
 
     def __init__(self, filename: str, start: int, stride: int) -> None:
-        self.start, self.stride = start, stride
+        self.filename, self.start, self.stride = filename, start, stride
         self.fd = os.open(filename, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         weakref.finalize(self, os.close, self.fd)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # another process opens the file again
+        return _Reader, (self.filename, self.start, self.stride)
 
 
 class DiskTrials:
