@@ -120,6 +120,9 @@ def test_a_failed_or_killed_writer_leaves_no_entry(tmp_path):
     assert meta["onset"].tolist() == (np.arange(5) / 3).tolist() * 3  # floats round-trip exactly
     assert sorted(p.name for p in cache.folder.iterdir()) == cache.keys()  # the leftovers are gone
     assert cache.get_or_write(spec, lambda: _chunks(0))[3]  # a hit
+    empty = (np.zeros((0, 2, 8), np.float32), pd.DataFrame({"subject": [], "onset": [], "label": []}))
+    X2, meta2, _, _ = cache.get_or_write({**spec, "test": 3}, lambda: [empty, *_chunks(2)])
+    assert np.array_equal(X2, X[:10]) and len(meta2) == 10
 
 
 def test_an_unreadable_entry_is_rebuilt(tmp_path):

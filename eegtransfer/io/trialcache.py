@@ -117,6 +117,8 @@ def write_trials(folder: Path, chunks: Iterable[tuple[np.ndarray, pd.DataFrame]]
         for X, meta in chunks:
             if len(X) != len(meta):
                 raise EEGTransferError(f"a chunk of {len(X)} trials came with {len(meta)} metadata rows")
+            if not len(X):
+                continue
             if trial_shape is None:
                 trial_shape = tuple(int(s) for s in X.shape[1:])
                 reserved = len(_npy_header((10 ** 15, *trial_shape)))  # room for any number of trials
