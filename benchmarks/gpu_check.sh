@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# GPU check: the engine tests on CUDA, the demo on CUDA, calibrate on CUDA against the CPU, the
-# speed benchmark on CUDA, and the same pretraining speed with torch.compile (ours compile=True
-# against EEGClassifier compile=True). Prepared commands for the GPU machine (it lacks mne,
-# braindecode, moabb, skorch and pyriemann, and has no package index):
+# GPU check: the engine tests on CUDA (and training streamed from a memmap), the demo on CUDA,
+# calibrate on CUDA against the CPU, the speed benchmark on CUDA, and the same pretraining speed
+# with torch.compile (ours compile=True against EEGClassifier compile=True). Prepared commands for
+# the GPU machine (it lacks mne, braindecode, moabb, skorch and pyriemann, and has no package
+# index):
 #
 #   bash ../shared/tools/device-pack.sh               # here, after `make install`: fills .device-pack/
 #   run(command="source .device-pack/setup.sh && bash benchmarks/gpu_check.sh $OUT",
@@ -44,7 +45,7 @@ if [ ! -d "${MNE_DATA:-/nonexistent}/MNE-ssvepexo-data" ]; then
 fi
 
 want test_engine && step test_engine 150 "$PY" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_engine.py \
-  tests/test_compile.py
+  tests/test_compile.py tests/test_trialcache.py::test_streamed_cuda_batches_match_pinned_host_batches
 want demo && step demo_cuda 150 "$PY" -m eegtransfer.cli demo --device cuda --json --quiet --out /tmp/gpu-demo --overwrite
 POP=/tmp/gpu-demo/population
 if want calibrate && [ -d "$POP" ]; then

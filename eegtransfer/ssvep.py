@@ -24,6 +24,7 @@ from .errors import EEGTransferError
 
 RANK_TOL = 1e-4  # singular values under this share of a trial's largest are rank deficiency
 RULE_WEIGHT = 2.0  # logit per standard deviation of a class's own correlation, without a population
+CHUNK = 256  # trials per batch of cca_correlations
 
 
 def ssvep_frequencies(classes: list[str]) -> dict[str, float]:
@@ -69,7 +70,16 @@ def cca_correlations(X: np.ndarray, sfreq: float, freqs: list[float], *, n_harmo
     Returns
     -------
     rho : ndarray, shape (n_trials, n_freqs)
+
+    Notes
+    -----
+    Trials are processed ``CHUNK`` at a time (each trial's correlations depend on it
+    alone), so memory does not grow with the number of trials and ``X`` may be trials
+    on disk (:class:`~eegtransfer.training.streaming.DiskTrials`).
     """
+    if len(X) > CHUNK:
+        return np.concatenate([cca_correlations(X[i:i + CHUNK], sfreq, freqs, n_harmonics=n_harmonics,
+                                                max_freq=max_freq) for i in range(0, len(X), CHUNK)])
     X = np.asarray(X, dtype=np.float64)
     Xc = X - X.mean(axis=2, keepdims=True)
     # An orthonormal basis of each trial's channel space. Interpolated channels are linear

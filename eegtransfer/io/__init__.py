@@ -27,7 +27,10 @@ For a MOABB dataset, :mod:`~eegtransfer.io.moabb`: :func:`get_dataset` and
 :func:`load_raws` give MOABB's ``Raw`` per run (offline-safe, with known
 duplicated runs removed), and :func:`load_dataset` runs steps 2-4 on each run
 with the same :func:`find_events` (and, with ``conform=True``, the same
-:func:`conform_channels`).
+:func:`conform_channels`). With ``cache=``, :mod:`~eegtransfer.io.trialcache`
+writes the trials once, one subject at a time, to a file that later calls
+open as a read-only ``np.memmap`` (:func:`load_dataset_cached`): populations
+larger than memory.
 
 Every problem is an :class:`~eegtransfer.errors.EEGTransferError` whose
 message names the file, channel or parameter at fault on one line.
@@ -44,16 +47,19 @@ from .moabb import (
     default_recipe,
     duplicates_note,
     get_dataset,
+    iter_subject_trials,
     load_dataset,
     load_raws,
 )
 from .reading import read_raw, recipe_from_recording
 from .recordings import Recording, load_recording
+from .trialcache import TrialCache, load_dataset_cached
 
 __all__ = [
     "KNOWN_DUPLICATES",
     "ChannelReport",
     "Recording",
+    "TrialCache",
     "conform_channels",
     "deduplicated",
     "default_recipe",
@@ -61,7 +67,9 @@ __all__ = [
     "find_events",
     "get_dataset",
     "has_events",
+    "iter_subject_trials",
     "load_dataset",
+    "load_dataset_cached",
     "load_raws",
     "load_recording",
     "match_channels",

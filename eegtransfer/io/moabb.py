@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +194,7 @@ def load_dataset(
     conform: bool = False,
     report: dict[str, Any] | None = None,
     on_missing: str = "raise",
+    cache: bool | str | os.PathLike | None = None,
     verbose: bool | str | int | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame, Recipe]:
     """Load MOABB subjects and apply one recipe to every run.
@@ -223,6 +225,12 @@ def load_dataset(
         ``source_sfreq`` (the last run's sampling rate).
     on_missing : {"raise", "skip"}
         What to do with a subject that is neither cached nor downloadable.
+    cache : bool | path | None
+        Preprocess once into the on-disk trial cache and return ``X`` as a
+        read-only ``np.memmap``, for populations larger than memory (see
+        :func:`eegtransfer.io.trialcache.load_dataset_cached`): ``True`` for the
+        default cache folder (``$EEGTRANSFER_CACHE``, else ``~/.cache/eegtransfer``),
+        or a folder. Same values as without it.
     verbose : bool | str | int | None
         Log level for this call, as in MNE (``True``: information, ``False``:
         warnings only, ``None``: the ``eegtransfer`` logger's level). MNE's
@@ -231,6 +239,7 @@ def load_dataset(
     Returns
     -------
     X : ndarray of float32, shape (n_trials, n_chans, n_times)
+        A read-only ``np.memmap`` with ``cache``.
     meta : pandas.DataFrame, n_trials rows
         ``subject, session, run, onset, label, recording_seconds``; trials in
         recording order.
@@ -238,20 +247,55 @@ def load_dataset(
     """
     import pandas as pd
 
-    # MNE prints every filter design at its default level: quiet unless asked for.
-    mne_verbose = verbose if verbose not in (None, False) else False
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)
     recipe = recipe or default_recipe(dataset)
+    if cache not in (None, False):
+        from .trialcache import load_dataset_cached
+
+        return load_dataset_cached(dataset, subjects, recipe, cache_dir=None if cache is True else cache,
+                                   keep_duplicates=keep_duplicates, conform=conform, report=report,
+                                   on_missing=on_missing, verbose=verbose)
+    xs, metas = [], []
+    for X, meta in iter_subject_trials(dataset, subjects, recipe, keep_duplicates=keep_duplicates,
+                                       conform=conform, report=report, on_missing=on_missing, verbose=verbose):
+        xs.append(X)
+        metas.append(meta)
+    if not xs:
+        raise EEGTransferError(f"{dataset_name(dataset)}: no trials loaded for subjects {subjects}")
+    return np.concatenate(xs), pd.concat(metas, ignore_index=True), recipe
+
+
+def iter_subject_trials(
+    dataset: Any,
+    subjects: list[int],
+    recipe: Recipe,
+    *,
+    keep_duplicates: bool = False,
+    conform: bool = False,
+    report: dict[str, Any] | None = None,
+    on_missing: str = "raise",
+    verbose: bool | str | int | None = None,
+) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+    """The trials of :func:`load_dataset`, one subject at a time: ``(X, meta)`` per subject.
+
+    Each subject's runs are read, preprocessed and released before the next
+    subject's are read, so memory holds one subject whatever their number.
+    A subject listed twice is loaded once; a subject skipped by
+    ``on_missing="skip"`` yields nothing. Parameters as for :func:`load_dataset`.
+    """
+    import pandas as pd
+
+    # MNE prints every filter design at its default level: quiet unless asked for.
+    mne_verbose = verbose if verbose not in (None, False) else False
     name = dataset_name(dataset)
     if not keep_duplicates:
         dataset = deduplicated(dataset)
-    data = load_raws(dataset, subjects, on_missing=on_missing)
     report = {} if report is None else report
     report.update(dataset=name, renamed={}, dropped=[], source_sfreq=None)
-    xs, metas = [], []
-    for subject in data:
-        for session, runs in data[subject].items():
+    for subject in dict.fromkeys(check_subjects(dataset, subjects)):
+        xs, metas = [], []
+        for session, runs in load_raws(dataset, [subject], on_missing=on_missing).get(subject, {}).items():
             for run, raw in runs.items():
                 source = f"{name} subject {subject} session {session} run {run}"
                 events, ids, _ = find_events(raw, classes=list(dataset.event_id),
@@ -265,6 +309,5 @@ def load_dataset(
                                           run=run, source=source, verbose=mne_verbose)
                 xs.append(X)
                 metas.append(meta)
-    if not xs:
-        raise EEGTransferError(f"{name}: no trials loaded for subjects {subjects}")
-    return np.concatenate(xs), pd.concat(metas, ignore_index=True), recipe
+        if xs:
+            yield np.concatenate(xs), pd.concat(metas, ignore_index=True)

@@ -1,11 +1,14 @@
 """The training engine shared by pretraining and adaptation.
 
-Trials already sit in memory as arrays, so they go to the device once as
-tensors and minibatches are drawn by indexing: no DataLoader, no per-batch
-collation. On CUDA it uses bf16 autocast and ``cudnn.benchmark``; when the
-data does not fit on the device it stays in pinned host memory and batches
-move with ``non_blocking=True``. Shuffling uses its own seeded generator, so
-a seed gives bit-identical weights on the CPU.
+Trials in memory go to the device once as tensors and minibatches are drawn
+by indexing: no DataLoader, no per-batch collation. On CUDA it uses bf16
+autocast and ``cudnn.benchmark``; when the data does not fit on the device it
+stays in pinned host memory and batches move with ``non_blocking=True``.
+Trials on disk (a ``np.memmap``, or a :class:`~eegtransfer.training.streaming.DiskTrials`
+view of one) are never loaded whole: a background thread reads each batch's
+rows from the file while the previous batch trains (:class:`_StreamBatcher`),
+the same trials in the same order as from memory. Shuffling uses its own
+seeded generator, so a seed gives bit-identical weights on the CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import json
 import logging
 import os
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import EEGTransferError
+from .streaming import DiskTrials, is_on_disk
 
 logger = logging.getLogger("eegtransfer")
 
@@ -181,6 +188,19 @@ def _to_tensor(a: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.
     return t.to(device)
 
 
+def _placed(X: Any, y: Any, device: torch.device, on_device: bool | None,
+            stream: bool | None) -> tuple[torch.Tensor | DiskTrials, torch.Tensor]:
+    """Trials and labels where training reads them: tensors (:func:`_to_tensor`), or, when
+    streamed, the trials left on disk as :class:`DiskTrials` and the labels on the host."""
+    if is_on_disk(X) if stream is None else stream:
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        Xd = X if isinstance(X, DiskTrials) else DiskTrials(X)
+        return Xd, _to_tensor(y, device, torch.long, on_device=False)
+    Xt = _to_tensor(X, device, torch.float32, on_device)
+    return Xt, _to_tensor(y, device, torch.long, same_device(Xt.device, device))
+
+
 class _Batcher:
     """Minibatches of ``(X, y)`` by index, on ``device``.
 
@@ -194,6 +214,7 @@ class _Batcher:
     def __init__(self, X: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int) -> None:
         self.X, self.y, self.device = X, y, device
         self.staged = device.type == "cuda" and not same_device(X.device, device)
+        self.index_device = torch.device("cpu") if self.staged else X.device
         if self.staged:
             self.bufs = [(torch.empty((batch_size, *X.shape[1:]), dtype=X.dtype).pin_memory(),
                           torch.empty((batch_size,), dtype=y.dtype).pin_memory()) for _ in range(2)]
@@ -216,6 +237,61 @@ class _Batcher:
         ev.record()
         self.events[k] = ev
         return xb, yb
+
+    def iterate(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of these index tensors, in order."""
+        return map(self, batches)
+
+
+class _StreamBatcher:
+    """Minibatches of ``(X, y)`` read from trials on disk, ``depth`` batches ahead of training.
+
+    One background thread reads the rows of the coming batches
+    (:meth:`DiskTrials.read`, which releases the GIL) into a ring of
+    ``depth + 1`` host buffers, pinned on CUDA and copied with
+    ``non_blocking=True``; the batch being trained is never overwritten, and
+    on CUDA a buffer is refilled only after the copy that read it has finished.
+    Host memory: the ring, whatever the number of trials.
+    """
+
+    index_device = torch.device("cpu")
+
+    def __init__(self, X: DiskTrials, y: torch.Tensor, device: torch.device, batch_size: int,
+                 depth: int = 2) -> None:
+        self.X, self.y, self.device, self.depth = X, y, device, depth
+        self.cuda = device.type == "cuda"
+        self.bufs = [torch.empty((batch_size, *X.shape[1:]), dtype=torch.float32, pin_memory=self.cuda)
+                     for _ in range(depth + 1)]
+        self.events: list[torch.cuda.Event | None] = [None] * len(self.bufs)
+
+    def _read(self, slot: int, idx: torch.Tensor) -> torch.Tensor:
+        if self.events[slot] is not None:
+            self.events[slot].synchronize()  # the copy that last read this buffer is done
+        buf = self.bufs[slot][:len(idx)]
+        self.X.read(idx.numpy(), out=buf.numpy())
+        return buf
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch, read now (into memory of its own, not the ring)."""
+        xb = torch.from_numpy(self.X.read(idx.numpy()))
+        return xb.to(self.device), self.y[idx].to(self.device)
+
+    def iterate(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of these index tensors, in order, read in the background."""
+        slots = len(self.bufs)
+        with ThreadPoolExecutor(1, thread_name_prefix="eegtransfer-read") as pool:
+            ahead = deque(pool.submit(self._read, k % slots, batches[k])
+                          for k in range(min(self.depth, len(batches))))
+            for k, idx in enumerate(batches):
+                buf = ahead.popleft().result()
+                if k + self.depth < len(batches):  # into the slot of batch k - 1, trained by now
+                    ahead.append(pool.submit(self._read, (k + self.depth) % slots, batches[k + self.depth]))
+                xb = buf.to(self.device, non_blocking=True)
+                yb = self.y[idx].to(self.device, non_blocking=True)
+                if self.cuda:
+                    self.events[k % slots] = torch.cuda.Event()
+                    self.events[k % slots].record()
+                yield xb, yb
 
 
 def set_train_mode(model: nn.Module, trainable: set[str] | None) -> None:
@@ -261,6 +337,7 @@ def train(
     monitor: str = "val_loss",
     distributed: bool = True,
     compile: bool | str = False,
+    stream: bool | None = None,
 ) -> History:
     """Train ``model`` in place with cross-entropy, keeping the best epoch.
 
@@ -268,9 +345,10 @@ def train(
     ----------
     model : torch.nn.Module
         Maps (batch, ...) inputs to (batch, n_classes) logits.
-    X : ndarray, shape (n_trials, ...)
+    X : ndarray | np.memmap | DiskTrials, shape (n_trials, ...)
+        Trials in memory, or on disk (see ``stream``).
     y : ndarray of int, shape (n_trials,)
-    X_val, y_val : ndarray | None
+    X_val, y_val : ndarray | np.memmap | DiskTrials | None
         Validation data for early stopping on validation loss; without it
         the last epoch is kept.
     trainable : list of str | None
@@ -336,6 +414,14 @@ def train(
         the returned model are the plain module's. ``"auto"`` compiles on the CPU only when the
         run is long enough for the compile time to pay (:func:`compile_pays`); on other devices
         it stays eager until measured. ``History.compile_seconds`` says what happened.
+    stream : bool | None
+        Leave the trials where they are and read each batch's rows as it is
+        needed, a background thread reading the next batch while this one trains
+        (:class:`~eegtransfer.training.streaming.DiskTrials`): host memory then
+        holds a few batches, not the data set. ``None``: for trials on disk (a
+        ``np.memmap`` or ``DiskTrials``, training and validation decided
+        separately); ``True``: also for in-memory arrays. Batches hold the same
+        trials in the same order either way, so the losses are the same.
 
     Returns
     -------
@@ -354,7 +440,7 @@ def train(
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
                       device=device, seed=seed, progress=progress, desc=desc, checkpoint=checkpoint,
                       data_on_device=data_on_device, fingerprint_extra=fingerprint_extra, monitor=monitor,
-                      distributed=distributed, compile=compile)
+                      distributed=distributed, compile=compile, stream=stream)
     finally:
         torch.backends.cudnn.benchmark = previous
 
@@ -363,7 +449,7 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
            epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int | None,
            device: torch.device, seed: int, progress: bool, desc: str, checkpoint: str | Path | None,
            data_on_device: bool | None, fingerprint_extra: dict[str, Any] | None, monitor: str,
-           distributed: bool, compile: str = "off") -> History:
+           distributed: bool, compile: str = "off", stream: bool | None = None) -> History:
     from . import distributed as ddp
 
     t0 = time.perf_counter()
@@ -378,15 +464,14 @@ def _train(model: nn.Module, X: Any, y: Any, *, X_val: Any, y_val: Any, trainabl
     train_set = _set_trainable(model, trainable)
     opt = torch.optim.AdamW([p for n, p in model.named_parameters() if n in train_set], lr=lr,
                             weight_decay=weight_decay)
-    Xt = _to_tensor(X, device, torch.float32, data_on_device)
-    yt = _to_tensor(y, device, torch.long, same_device(Xt.device, device))
+    Xt, yt = _placed(X, y, device, data_on_device, stream)
     if len(yt) == 0:
         raise EEGTransferError("no training trials")
     val = None
     if X_val is not None and y_val is not None and len(y_val) > 0:
-        Xv = _to_tensor(X_val, device, torch.float32, data_on_device)
-        val = (Xv, _to_tensor(y_val, device, torch.long, same_device(Xv.device, device)))
-    batches = _Batcher(Xt, yt, device, batch_size)
+        val = _placed(X_val, y_val, device, data_on_device, stream)
+    batches = (_StreamBatcher(Xt, yt, device, batch_size) if isinstance(Xt, DiskTrials)
+               else _Batcher(Xt, yt, device, batch_size))
     stop, hist, start = _EarlyStopping(patience if val is not None else None, monitor), History(), 0
     ckpt = Path(checkpoint) if checkpoint else None
     fingerprint = None if ckpt is None else {
@@ -517,8 +602,8 @@ def _compile_mode(compile: bool | str) -> str:
     raise EEGTransferError(f"compile= must be True, False, 'auto', 'on' or 'off', got {compile!r}")
 
 
-def _compile_step(net: nn.Module, model: nn.Module, batches: _Batcher, batch_size: int, device: torch.device,
-                  world: int, rank: int, trainable: set[str] | None, desc: str
+def _compile_step(net: nn.Module, model: nn.Module, batches: _Batcher | _StreamBatcher, batch_size: int,
+                  device: torch.device, world: int, rank: int, trainable: set[str] | None, desc: str
                   ) -> tuple[nn.Module | None, float | None]:
     """``torch.compile(net)``, compiled now on one full batch; ``(None, None)`` when that fails.
 
@@ -589,8 +674,8 @@ class _EarlyStopping:
         return self.patience is not None and self.bad >= self.patience
 
 
-def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: _Batcher, gen: torch.Generator,
-               batch_size: int, device: torch.device, world: int = 1, rank: int = 0,
+def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: _Batcher | _StreamBatcher,
+               gen: torch.Generator, batch_size: int, device: torch.device, world: int = 1, rank: int = 0,
                compiled: nn.Module | None = None) -> dict[str, float]:
     """One pass over shuffled minibatches: mean training loss and accuracy.
 
@@ -605,21 +690,16 @@ def _run_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: _Batcher, 
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     n = len(batches.y)
-    perm = torch.randperm(n, generator=gen)
-    if not batches.staged:
-        perm = perm.to(batches.X.device)
+    perm = torch.randperm(n, generator=gen).to(batches.index_device)
+    # (global batch size, this rank's share of its indices), decided before reading any
+    plan = [(len(idx), idx.tensor_split(world)[rank] if world > 1 else idx)
+            for idx in perm.split(batch_size)
+            if len(idx) >= 2 or n < 2]  # a batch of one breaks batch-norm
     # Sums stay on the device: one host sync per epoch, not two per batch.
     total = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     total_f, correct_f, seen = 0.0, 0, 0
-    for i in range(0, n, batch_size):
-        idx = perm[i:i + batch_size]
-        if len(idx) < 2 and n >= 2:  # a batch of one breaks batch-norm
-            continue
-        m = len(idx)
-        if world > 1:
-            idx = idx.tensor_split(world)[rank]
-        xb, yb = batches(idx)
+    for (m, idx), (xb, yb) in zip(plan, batches.iterate([idx for _, idx in plan])):
         with autocast:
             out = (compiled if compiled is not None and m == batch_size else model)(xb)
             if world == 1:
@@ -656,17 +736,23 @@ def data_digest(X: Any, y: Any, *, full_below: int = 1 << 26, n_blocks: int = 10
     """
     h = hashlib.sha256()
     for a, dtype in ((X, np.float32), (y, np.int64)):
-        if isinstance(a, torch.Tensor):
-            a = a.detach().cpu().numpy()
-        a = np.ascontiguousarray(np.asarray(a, dtype=dtype))
-        h.update(f"{a.dtype.str}{a.shape};".encode())
-        raw = a.reshape(-1).view(np.uint8)
-        if raw.size <= full_below:
-            h.update(raw.data)
+        if isinstance(a, DiskTrials):  # the same bytes as in memory, read a piece at a time
+            size, piece = a.nbytes, a.flat_bytes
+            h.update(f"{np.dtype(dtype).str}{a.shape};".encode())
+        else:
+            if isinstance(a, torch.Tensor):
+                a = a.detach().cpu().numpy()
+            a = np.ascontiguousarray(np.asarray(a, dtype=dtype))  # no copy for a float32 memmap
+            h.update(f"{a.dtype.str}{a.shape};".encode())
+            raw = a.reshape(-1).view(np.uint8)
+            size, piece = raw.size, (lambda lo, hi, raw=raw: raw[lo:hi].data)
+        if size <= full_below:
+            for lo in range(0, size, 1 << 24):
+                h.update(piece(lo, min(size, lo + (1 << 24))))
             continue
-        step = (raw.size - block) // (n_blocks - 1)
+        step = (size - block) // (n_blocks - 1)
         for i in range(n_blocks):
-            h.update(raw[i * step:i * step + block].data)
+            h.update(piece(i * step, i * step + block))
     return h.hexdigest()
 
 
@@ -795,23 +881,30 @@ def _validate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, device: tor
 
     share = torch.arange(len(y)).tensor_split(world)[rank]
     lo, hi = (int(share[0]), int(share[-1]) + 1) if len(share) else (0, 0)
-    total, correct = _eval_sums(model, X[lo:hi], y[lo:hi], device=device, batch_size=batch_size)
+    Xs = X.subset(np.arange(lo, hi)) if isinstance(X, DiskTrials) else X[lo:hi]
+    total, correct = _eval_sums(model, Xs, y[lo:hi], device=device, batch_size=batch_size)
     total, correct, n = all_sum([total, float(correct), float(hi - lo)], device)
     return total / n, correct / n
 
 
-def _eval_sums(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, device: torch.device,
+def _eval_sums(model: nn.Module, X: torch.Tensor | DiskTrials, y: torch.Tensor, *, device: torch.device,
                batch_size: int) -> tuple[float, int]:
-    """Summed cross-entropy and number of correct predictions, in eval mode (restores the modes)."""
+    """Summed cross-entropy and number of correct predictions, in eval mode (restores the modes).
+
+    Trials on disk (:class:`DiskTrials`) are read in order, a batch ahead, like training batches.
+    """
     modes = {m: m.training for m in model.modules()}
     model.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     total = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    if isinstance(X, DiskTrials):
+        batches = _StreamBatcher(X, y, device, batch_size).iterate(list(torch.arange(len(y)).split(batch_size)))
+    else:
+        batches = ((X[i:i + batch_size].to(device, non_blocking=True),
+                    y[i:i + batch_size].to(device, non_blocking=True)) for i in range(0, len(y), batch_size))
     with torch.inference_mode(), autocast:
-        for i in range(0, len(y), batch_size):
-            xb = X[i:i + batch_size].to(device, non_blocking=True)
-            yb = y[i:i + batch_size].to(device, non_blocking=True)
+        for xb, yb in batches:
             out = model(xb).float()
             total += nn.functional.cross_entropy(out, yb, reduction="sum")
             correct += (out.argmax(1) == yb).sum()

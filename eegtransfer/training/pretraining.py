@@ -148,8 +148,11 @@ def pretrain(
 
     Parameters
     ----------
-    X : ndarray of float32, shape (n_trials, n_chans, n_times)
-        Preprocessed trials (see :mod:`eegtransfer.preprocessing`).
+    X : ndarray of float32 | np.memmap | DiskTrials, shape (n_trials, n_chans, n_times)
+        Preprocessed trials (see :mod:`eegtransfer.preprocessing`). Trials on
+        disk (a ``np.memmap``, e.g. from ``load_dataset(..., cache=True)``, or
+        a :class:`~eegtransfer.training.streaming.DiskTrials`) are never loaded
+        whole: training, validation and the CCA expert read them a batch at a time.
     labels : ndarray of str, shape (n_trials,)
         Class names.
     meta : pandas.DataFrame
@@ -168,6 +171,9 @@ def pretrain(
     align : bool
         Euclidean-align each subject with its own reference before training,
         so that patients can be aligned the same way (strategy ``align``).
+        Trials on disk are not rewritten: each subject's reference is computed
+        from its trials, one subject in memory at a time, and trials are
+        aligned as batches are read (:meth:`DiskTrials.aligned`).
     device : {"auto", "cpu", "cuda", "mps"}
     seed : int
         Seeds initialisation, dropout, batch order and the subject split.
@@ -203,9 +209,11 @@ def pretrain(
     from ..models import build_model, check_model_name
     from . import distributed
     from .engine import resolve_device, seed_everything, train
+    from .streaming import DiskTrials, is_on_disk
 
     model = check_model_name(model)
-    X = np.asarray(X, dtype=np.float32)
+    on_disk = is_on_disk(X)
+    X = (X if isinstance(X, DiskTrials) else DiskTrials(X)) if on_disk else np.asarray(X, dtype=np.float32)
     labels = np.asarray(labels).astype(str)
     if X.ndim != 3 or X.shape[1:] != (recipe.n_chans, recipe.n_times):
         raise EEGTransferError(
@@ -223,8 +231,9 @@ def pretrain(
     if align:
         from ..adaptation.alignment import align_per_group
 
-        X = align_per_group(X, subjects)
+        X = X.aligned(subjects) if on_disk else align_per_group(X, subjects)
     tr, va = split_by_subject(subjects, val_fraction=val_fraction, seed=seed)
+    X_tr, X_va = (X.subset(tr), X.subset(va)) if on_disk else (X[tr], X[va])
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(labels.tolist()) - set(classes))
     if unknown:
@@ -235,7 +244,7 @@ def pretrain(
     logger.info("pretraining %s on %d trials (%d subjects, %d for validation) on %s",
                 model, int(tr.sum()), len(np.unique(subjects)), len(np.unique(subjects[va])), dev)
     t0 = time.perf_counter()
-    hist = train(net, X[tr], y[tr], X_val=X[va] if va.any() else None,
+    hist = train(net, X_tr, y[tr], X_val=X_va if va.any() else None,
                  y_val=y[va] if va.any() else None, epochs=epochs, batch_size=batch_size,
                  lr=lr, weight_decay=weight_decay, patience=patience, device=dev, seed=seed,
                  progress=progress, desc=f"pretrain {model}", checkpoint=checkpoint, autotune=True,
@@ -288,18 +297,22 @@ def pretrain_on_dataset(
     subjects: list[int],
     *,
     recipe: Recipe | None = None,
+    trial_cache: bool | str | None = None,
     **kwargs: Any,
 ) -> Bundle:
     """Load MOABB ``subjects`` with one recipe and call :func:`pretrain`.
 
     Known duplicated recordings are removed on load
-    (see :data:`eegtransfer.io.moabb.KNOWN_DUPLICATES`).
+    (see :data:`eegtransfer.io.moabb.KNOWN_DUPLICATES`). ``trial_cache``
+    (``True`` or a folder) goes to :func:`~eegtransfer.io.load_dataset` as
+    ``cache=``: the trials are preprocessed once into an on-disk cache and
+    training streams them from there, for populations larger than memory.
     """
     from ..io.moabb import dataset_provenance, get_dataset, load_dataset
 
     if isinstance(dataset, str):
         dataset = get_dataset(dataset)
-    X, meta, recipe = load_dataset(dataset, subjects, recipe)
+    X, meta, recipe = load_dataset(dataset, subjects, recipe, cache=trial_cache)
     prov = dataset_provenance(dataset)  # its event codes travel with the model
     prov.update(kwargs.pop("provenance", None) or {})
     return pretrain(X, meta["label"].to_numpy(), meta, recipe, provenance=prov, **kwargs)
