@@ -150,7 +150,7 @@ def test_new_setup_benchmark_on_one_target(mne_data):
     rows, info = ns.run_target(1, d, epochs=1, adapt_epochs=2)
     df = pd.DataFrame(rows)
     assert list(df["method"]) == ["CCA 128 Hz", "CCA 64 Hz", "CCA 128 Hz, 6 recorded channels", "EEGNet head",
-                                  "EEGNet head+cca", "EEGNet align+head", "EEGNet align+head+cca", "EEGNet auto"]
+                                  "EEGNet head+cca", "EEGNet auto", "EEGNet align+head", "EEGNet align+head+cca"]
     assert (df["error"] == "").all() and df["accuracy"].between(0, 1).all()
     assert info["plain"]["classes"] == ["13", "21", "rest"]  # the population never saw 17 Hz
     assert info["n_calibration"] == 8 and info["n_test"] == 32  # 2 per class from run 1; run 2 tests
