@@ -571,7 +571,7 @@ def test_predict_reuses_calibration_and_info_shows_the_patient(population, s1_ra
     info = run_cli("info", out).stdout
     assert info.startswith("WARNING    chance-level")
     assert "calibration (this patient)" in info and str(run1.absolute()) in info
-    assert "interpolated PO7" in info and "adaptation head: steps head" in info and "guard      kept" in info
+    assert "interpolated PO7" in info and "adaptation head: steps " in info and "guard      kept" in info
     assert "population (the model it was adapted from" in info
     assert info.index("calibration (this patient)") < info.index("population (") < info.index("  subjects")
 
