@@ -180,7 +180,7 @@ def test_calibrate_physionet_names_reordered_extra_and_missing(population, s1_ra
     r = run_cli("calibrate", "--model", population, "--recording", rec, "--trials", 16, "--out", out,
                 "--interpolate-missing", "--report", report, "--quiet")
     assert r.returncode == 0, r.stderr
-    assert "existing head fine-tuned" in r.stdout and "interpolated PO7" in r.stdout
+    assert "rest (the model's own)" in r.stdout and "interpolated PO7" in r.stdout
     assert "held-out     16 trials" in r.stdout
     html = report.read_text()
     assert "Oz.." in html and "Fc5." in html and "ECG" in html  # renamed and dropped are reported

@@ -127,7 +127,7 @@ def print_summary(res: Any, result: dict) -> None:
           f"{res.calibration_minutes:.2f} min of recording) from {source}, strategy {result['strategy']}, "
           f"device {result['device']}, {result['seconds']:.1f} s")
     print(f"classes      {', '.join(p.classes)}: NEW HEAD ({result['note']})" if result["new_head"]
-          else f"classes      {', '.join(p.classes)} (the model's own: existing head fine-tuned)")
+          else f"classes      {', '.join(p.classes)} (the model's own)")
     if res.n_bad_dropped:
         print(f"dropped      {res.n_bad_dropped} trials overlapping a BAD annotation")
     print(f"channels     {len(result['channels'])} used" + (f"; interpolated {', '.join(res.interpolated)}"
@@ -136,11 +136,12 @@ def print_summary(res: Any, result: dict) -> None:
     print("held-out     unavailable: every trial was used for calibration" if held is None else
           f"held-out     {held['n']} trials: accuracy {held['accuracy']:.3f}, balanced accuracy "
           f"{held['balanced_accuracy']:.3f}")
-    if result["chosen"]:
-        print(f"auto         chose {result['chosen']} (cross-fitted log-loss: "
+    if result["chosen"]:  # auto's cross-fitting is its guard
+        print(f"auto         chose {result['chosen']} (cross-fitted log-loss on unseen calibration trials: "
               + ", ".join(f"{k} {v:.3f}" for k, v in result["candidates"].items()) + ")")
-    note = result["note"] if result["note"] and not result["new_head"] else ""
-    print(f"guard        {result['guard']}" + (f" ({note})" if note else ""))
+    else:
+        note = result["note"] if result["note"] and not result["new_head"] else ""
+        print(f"guard        {result['guard']}" + (f" ({note})" if note else ""))
     print(f"bundle       {result['out']}")
     if result["report"]:
         print(f"report       {result['report']}")
