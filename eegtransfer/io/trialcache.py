@@ -39,8 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
-import shutil
 import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -48,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cachefolders import KeyedCache
 from ..errors import EEGTransferError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,13 +92,6 @@ def _npy_header(shape: tuple[int, ...], size: int | None = None) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
 
 
-def _fsync_write(path: Path, text: str) -> None:
-    with open(path, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def write_trials(folder: Path, chunks: Iterable[tuple[np.ndarray, pd.DataFrame]]) -> dict[str, Any]:
     """Write ``X.npy`` and ``meta.csv`` in ``folder`` from ``(X, meta)`` chunks, one at a time.
 
@@ -136,51 +128,17 @@ def write_trials(folder: Path, chunks: Iterable[tuple[np.ndarray, pd.DataFrame]]
             raise EEGTransferError("no trials to write")
         fx.seek(0)
         fx.write(_npy_header((n, *trial_shape), reserved))
-        for fh in (fx, fm):
-            fh.flush()
-            os.fsync(fh.fileno())
     return {"shape": [n, *trial_shape], "columns": columns, "trials_per_subject": per_subject}
 
 
-class TrialCache:
-    """Preprocessed trials on disk, keyed by :func:`~eegtransfer.training.cache.cache_key` of a spec.
-
-    Parameters
-    ----------
-    root : path | None
-        The cache folder (see :func:`~eegtransfer.training.cache.default_cache_dir`).
-
-    Attributes
-    ----------
-    hits, misses, rebuilt : int
-        Entries opened, entries written, and unreadable entries removed and
-        written again, by this instance.
+class TrialCache(KeyedCache):
+    """Preprocessed trials on disk (``<root>/trials/<key>/``), keyed by
+    :func:`~eegtransfer.training.cache.cache_key` of a spec; see
+    :class:`~eegtransfer.cachefolders.KeyedCache` for the folder, listing and removal.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
-        from ..training.cache import default_cache_dir
-
-        self.root = default_cache_dir(root)
-        self.hits = self.misses = self.rebuilt = 0
-
-    def __repr__(self) -> str:
-        return f"<TrialCache {self.folder}: {len(self.keys())} entries>"
-
-    @property
-    def folder(self) -> Path:
-        return self.root / "trials"
-
-    def path(self, key: str) -> Path:
-        """Folder of the entry ``key``."""
-        if not key or any(c not in "0123456789abcdef" for c in key):
-            raise EEGTransferError(f"cache key must be lowercase hex, got {key!r}")
-        return self.folder / key
-
-    def keys(self) -> list[str]:
-        """Keys of the entries on disk."""
-        if not self.folder.is_dir():
-            return []
-        return sorted(p.name for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    kind = "trials"
+    marker = SPEC_FILE
 
     def get(self, key: str) -> tuple[np.memmap, pd.DataFrame, dict[str, Any]] | None:
         """``(X, meta, info)`` of the entry ``key``, or ``None`` when it is absent or unreadable.
@@ -211,16 +169,6 @@ class TrialCache:
             self.rebuilt += 1
             return None
         return X, meta, info
-
-    @staticmethod
-    def _remove(path: Path) -> None:
-        """Take a folder out of sight in one rename, then delete it."""
-        trash = path.with_name(f".{path.name}.trash-{secrets.token_hex(4)}")
-        try:
-            os.rename(path, trash)
-        except OSError:
-            return
-        shutil.rmtree(trash, ignore_errors=True)
 
     def get_or_write(self, spec: dict[str, Any],
                      chunks: Callable[[], Iterable[tuple[np.ndarray, pd.DataFrame]]],
@@ -273,35 +221,17 @@ class TrialCache:
     def _write(self, path: Path, spec: dict[str, Any],
                chunks: Callable[[], Iterable[tuple[np.ndarray, pd.DataFrame]]],
                extra: Callable[[], dict[str, Any]] | None) -> None:
-        """Write the entry in a hidden folder and rename it into place (the caller holds the lock)."""
-        for old in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer that was killed
-            shutil.rmtree(old, ignore_errors=True)
-        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-        tmp.mkdir(parents=True)
-        try:
+        """Write the entry in a hidden sibling, flush it and rename it into place, as bundles are
+        written (:func:`~eegtransfer.bundle.write_dir_atomic`); the caller holds the lock."""
+        from ..bundle import write_dir_atomic
+
+        def write(tmp: Path) -> None:
             logger.info("trial cache miss: writing %s", path)
             layout = write_trials(tmp, chunks())
             info = {"key": path.name, "spec": spec, **layout, **(extra() if extra else {})}
-            _fsync_write(tmp / SPEC_FILE, json.dumps(info, indent=2, default=str))
-            os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        try:  # make the rename itself durable
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+            (tmp / SPEC_FILE).write_text(json.dumps(info, indent=2, default=str))
 
-    def clear(self) -> int:
-        """Remove every entry; return how many were removed."""
-        keys = self.keys()
-        for key in keys:
-            self._remove(self.path(key))
-        return len(keys)
+        write_dir_atomic(path, write, overwrite=True)
 
 
 def load_dataset_cached(
@@ -328,7 +258,7 @@ def load_dataset_cached(
         As for :func:`~eegtransfer.io.load_dataset`. ``report`` is filled from
         the entry on a hit.
     cache_dir : path | None
-        The cache folder (see :func:`~eegtransfer.training.cache.default_cache_dir`).
+        The cache folder (see :func:`~eegtransfer.cachefolders.default_cache_dir`).
 
     Returns
     -------

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import socket
 import threading
 import time
@@ -51,6 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cachefolders import KeyedCache
+from ..cachefolders import default_cache_dir as default_cache_dir  # part of this module's API
 from ..errors import EEGTransferError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +59,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("eegtransfer")
 
-ENV_VAR = "EEGTRANSFER_CACHE"
 SPEC_FILE = "cache_spec.json"
 
 # A lock whose holder is on another host and has not refreshed it for this long is stale.
@@ -70,16 +70,6 @@ LOCK_HEARTBEAT_SECONDS = 30.0
 # per-key in-process lock, so that they wait without polling.
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
-
-
-def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: ``cache_dir``, else ``$EEGTRANSFER_CACHE``, else ``~/.cache/eegtransfer``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "eegtransfer"
 
 
 def canonical_json(spec: Any) -> str:
@@ -299,47 +289,12 @@ def file_lock(path: Path, *, timeout: float | None = None, stale_after: float = 
         tlock.release()
 
 
-class PretrainCache:
-    """Population bundles on disk, keyed by :func:`cache_key` of a specification.
+class PretrainCache(KeyedCache):
+    """Population bundles on disk (``<root>/pretrain/<key>/``), keyed by :func:`cache_key` of a
+    specification; see :class:`KeyedCache`."""
 
-    Parameters
-    ----------
-    root : path | None
-        The cache folder (see :func:`default_cache_dir`).
-
-    Attributes
-    ----------
-    hits, misses, rebuilt : int
-        Counts for this instance: entries read, entries trained, and
-        unreadable entries that were removed and trained again.
-    """
-
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = default_cache_dir(root)
-        self.hits = 0
-        self.misses = 0
-        self.rebuilt = 0
-
-    def __repr__(self) -> str:
-        return (f"<PretrainCache {self.root}: {len(self.keys())} entries; this session "
-                f"{self.hits} hits, {self.misses} misses, {self.rebuilt} rebuilt>")
-
-    @property
-    def folder(self) -> Path:
-        return self.root / "pretrain"
-
-    def path(self, key: str) -> Path:
-        """Folder of the entry ``key``."""
-        if not key or any(c not in "0123456789abcdef" for c in key):
-            raise EEGTransferError(f"cache key must be lowercase hex, got {key!r}")
-        return self.folder / key
-
-    def keys(self) -> list[str]:
-        """Keys of the complete-looking entries on disk."""
-        if not self.folder.is_dir():
-            return []
-        return sorted(p.name for p in self.folder.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and (p / "bundle.json").exists())
+    kind = "pretrain"
+    marker = "bundle.json"
 
     def get(self, key: str) -> Bundle | None:
         """The entry ``key``, or ``None`` when absent or when it failed its integrity check.
@@ -363,16 +318,6 @@ class PretrainCache:
             self._remove(path)
             self.rebuilt += 1
             return None
-
-    @staticmethod
-    def _remove(path: Path) -> None:
-        """Take an entry out of sight in one rename, then delete it."""
-        trash = path.with_name(f".{path.name}.trash-{secrets.token_hex(4)}")
-        try:
-            os.rename(path, trash)
-        except OSError:
-            return
-        shutil.rmtree(trash, ignore_errors=True)
 
     def get_or_train(self, spec: dict[str, Any], train: Callable[[], Bundle]) -> tuple[Bundle, bool]:
         """Return the cached bundle for ``spec``, training and storing it if needed.
@@ -409,13 +354,6 @@ class PretrainCache:
                         extra_files={SPEC_FILE: json.dumps(json.loads(canonical_json(spec)), indent=2)})
             return bundle, False
 
-    def clear(self) -> int:
-        """Remove every entry; return how many were removed."""
-        keys = self.keys()
-        for key in keys:
-            self._remove(self.path(key))
-        return len(keys)
-
 
 def cached_pretrain(
     X: np.ndarray,
@@ -437,7 +375,7 @@ def cached_pretrain(
     ----------
     X, labels, meta, recipe : as for :func:`~eegtransfer.training.pretraining.pretrain`.
     cache_dir : path | None
-        See :func:`default_cache_dir`.
+        See :func:`~eegtransfer.cachefolders.default_cache_dir`.
     data : dict | None
         How to name the data in the key (dataset, paradigm, subjects); by
         default the SHA-256 of ``X``, ``labels`` and ``meta["subject"]``.
