@@ -18,6 +18,42 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see e
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+# A small problem for the training engine: 4 channels, 1 s at 128 Hz, 3 classes.
+N_CHANS, N_TIMES, SFREQ, N_CLASSES = 4, 128, 128.0, 3
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One intra-op thread: train() reads OMP_NUM_THREADS, and on a shared machine two
+    spinning OpenMP threads can be many times slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
+def sine_trials(n: int = 42, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Trials whose class sets the frequency of a sine on some channels, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, n)
+    t = np.arange(N_TIMES) / SFREQ
+    X = rng.standard_normal((n, N_CHANS, N_TIMES)).astype(np.float32)
+    X[:, :2] += np.sin(2 * np.pi * (6 + 6 * y)[:, None, None] * t).astype(np.float32)
+    return X, y
+
+
+def small_eegnet(seed: int = 1, **kwargs):
+    """EEGNet for :func:`sine_trials`, its weights seeded."""
+    import torch
+
+    from eegtransfer.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model("EEGNet", N_CHANS, N_CLASSES, N_TIMES, SFREQ, **kwargs)
+
+
 def real_data_path() -> Path | None:
     path = Path(os.environ.get("MNE_DATA", SHARED_MNE_DATA))
     return path if (path / "MNE-ssvepexo-data").is_dir() else None

@@ -7,36 +7,19 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import assert_state_equal
+from conftest import assert_state_equal, sine_trials, small_eegnet
 from torch import nn
 
 from eegtransfer.errors import EEGTransferError
-from eegtransfer.models import build_model
 from eegtransfer.training import engine
 
-N_CHANS, N_TIMES, SFREQ, N_CLASSES = 4, 128, 128.0, 3
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
+_model = small_eegnet
 
 
 def _data(n: int = 41, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, N_CLASSES, n)
-    t = np.arange(N_TIMES) / SFREQ
-    X = rng.standard_normal((n, N_CHANS, N_TIMES)).astype(np.float32)
-    X[:, :2] += np.sin(2 * np.pi * (6 + 6 * y)[:, None, None] * t).astype(np.float32)
-    return X, y
-
-
-def _model(seed: int = 1, **kwargs) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model("EEGNet", N_CHANS, N_CLASSES, N_TIMES, SFREQ, **kwargs)
+    return sine_trials(n, seed)
 
 
 class _FakeCompiled(nn.Module):

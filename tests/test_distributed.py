@@ -22,6 +22,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -40,14 +41,6 @@ def two_processes(tmp_path_factory) -> Path:
     r = torchrun(str(REPO / "tests" / "ddp_worker.py"), str(out))
     assert r.returncode == 0, r.stderr[-4000:]
     return out
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
 
 
 def _result(out: Path, name: str, rank: int) -> dict:

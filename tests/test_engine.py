@@ -5,39 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_state_equal
+from conftest import N_CLASSES, assert_state_equal, sine_trials, small_eegnet
 from torch import nn
 
 from eegtransfer.errors import EEGTransferError
-from eegtransfer.models import HEAD, build_model
+from eegtransfer.models import HEAD
 from eegtransfer.training import engine
 
-N_CHANS, N_TIMES, SFREQ, N_CLASSES = 4, 128, 128.0, 3
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """One intra-op thread: train() reads OMP_NUM_THREADS, and on a shared machine two
-    spinning OpenMP threads can be many times slower than one."""
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
-
-
-def _data(n: int = 42, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Trials whose class sets the frequency of a sine on some channels, plus noise."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, N_CLASSES, n)
-    t = np.arange(N_TIMES) / SFREQ
-    X = rng.standard_normal((n, N_CHANS, N_TIMES)).astype(np.float32)
-    X[:, :2] += np.sin(2 * np.pi * (6 + 6 * y)[:, None, None] * t).astype(np.float32)
-    return X, y
-
-
-def _model(seed: int = 1) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model("EEGNet", N_CHANS, N_CLASSES, N_TIMES, SFREQ)
+_data, _model = sine_trials, small_eegnet
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
