@@ -98,7 +98,7 @@ class CCAExpert:
     """Class probabilities from canonical correlations: a multinomial logistic regression.
 
     The features are the correlations with each stimulation frequency, standardised with the
-    statistics of the first data it was fitted on. A class without a frequency (``rest``) is
+    statistics of the data it is fitted on, or the prior's. A class without a frequency (``rest``) is
     learnt from the overall level of the correlations. Fitting minimises the class-balanced
     mean cross-entropy plus ``l2 / 2`` times the squared distance of the weights and
     intercepts to ``prior`` (a fitted expert with the same classes and frequencies, usually
@@ -140,22 +140,28 @@ class CCAExpert:
         freqs = ssvep_frequencies(classes)
         return cls(classes, freqs, sfreq, max_freq=max_freq, weight=weight) if freqs else None
 
+    def correlations(self, X: np.ndarray) -> np.ndarray:
+        """Canonical correlations with each of the expert's frequencies, shape (n_trials, n_freqs)."""
+        return cca_correlations(X, self.sfreq, list(self.freqs.values()), n_harmonics=self.n_harmonics,
+                                max_freq=self.max_freq)
+
     def features(self, X: np.ndarray) -> np.ndarray:
-        """Standardised correlations, shape (n_trials, n_freqs)."""
-        rho = cca_correlations(X, self.sfreq, list(self.freqs.values()), n_harmonics=self.n_harmonics,
-                               max_freq=self.max_freq)
+        """Standardised correlations, shape (n_trials, n_freqs), with the statistics of :meth:`fit`."""
         if self.mean_ is None:
-            self.mean_, self.scale_ = rho.mean(axis=0), rho.std(axis=0) + 1e-3
-        return (rho - self.mean_) / self.scale_
+            raise EEGTransferError("this CCAExpert is not fitted: call fit() first")
+        return (self.correlations(X) - self.mean_) / self.scale_
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, l2: float = 1.0, prior: CCAExpert | None = None) -> CCAExpert:
         """Fit on trials ``X`` (n_trials, n_chans, n_times) with class names ``y``; returns self."""
         from scipy.optimize import minimize
 
+        rho = self.correlations(X)
         if prior is not None:
             self.mean_, self.scale_ = prior.mean_, prior.scale_
             w0 = np.concatenate([prior.coef_.ravel(), prior.intercept_])
-        F = self.features(X)
+        else:
+            self.mean_, self.scale_ = rho.mean(axis=0), rho.std(axis=0) + 1e-3
+        F = (rho - self.mean_) / self.scale_
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted(set(np.asarray(y, str).tolist()) - set(index))
         if unknown:
