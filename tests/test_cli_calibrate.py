@@ -239,6 +239,10 @@ def test_manifest_whole_file_labels_new_head_and_pretrain(population, kalunga_pa
     assert res["chosen"] in res["candidates"] and "auto chose" in report_s.read_text()
     bad = run_cli("calibrate", "--model", population, "--manifest", man, "--stride", 0, "--out", tmp_path / "x")
     assert "--stride must be > 0" in one_line_error(bad)
+    for args in (("predict", "--model", out_s, "--recording", folder / rows[0]["path"], "--out", tmp_path / "y.csv"),
+                 ("pretrain", "--manifest", man, "--out", tmp_path / "y")):
+        assert "--stride must be > 0" in one_line_error(run_cli(*args, "--stride", -1))
+        assert not (tmp_path / "y.csv").exists() and not (tmp_path / "y").exists()
 
     pd.DataFrame(rows)[cols].to_csv(man, index=False)
     pop2 = tmp_path / "pop2"

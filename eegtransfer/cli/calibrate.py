@@ -14,6 +14,7 @@ from .utils import (
     add_recording_options,
     check_recordings,
     check_strategy,
+    check_stride,
     quiet_down,
     recording_entries,
     show_progress,
@@ -68,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--minutes", args.minutes), ("--trials", args.trials)):
         if value is not None and value <= 0:
             raise EEGTransferError(f"{flag} must be > 0, got {value:g}")
-    if args.stride is not None and args.stride <= 0:
-        raise EEGTransferError(f"--stride must be > 0 seconds, got {args.stride:g}")
+    check_stride(args)
     if args.per_class and args.minutes is None and args.trials is None:
         raise EEGTransferError("--per-class needs --minutes or --trials")
     check_strategy(args.strategy)

@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from ..io import has_events, load_recording, parse_event_id, read_raw
     from ..io.reading import check_readable
     from ..preprocessing import Recipe
-    from .utils import quiet_down
+    from .utils import check_stride, quiet_down
 
     quiet_down(args)
+    check_stride(args)
 
     entries = getattr(args, "recordings", None) or []
     if len(entries) != 1:

@@ -92,8 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     from ..errors import EEGTransferError
     from ..training import distributed
-    from .utils import quiet_down, show_progress
+    from .utils import check_stride, quiet_down, show_progress
 
+    check_stride(args)
     if args.nproc < 1:
         raise EEGTransferError(f"--nproc must be >= 1, got {args.nproc}")
     if distributed.launched_by_torchrun():

@@ -62,6 +62,15 @@ def strategy_help() -> str:
     return f"adaptation strategy, one of: {', '.join(STRATEGIES)}"
 
 
+def check_stride(args: argparse.Namespace) -> None:
+    """Refuse a ``--stride`` that is not a positive number of seconds, before any file is read."""
+    from ..errors import EEGTransferError
+
+    stride = getattr(args, "stride", None)
+    if stride is not None and not stride > 0:
+        raise EEGTransferError(f"--stride must be > 0 seconds, got {stride:g}")
+
+
 def check_strategy(name: str) -> None:
     """Refuse an unknown ``--strategy`` before any data is read, suggesting close names."""
     from ..adaptation import STRATEGIES, parse_strategy
