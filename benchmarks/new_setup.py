@@ -120,10 +120,12 @@ def run_target(target: int, d: dict[str, Any], *, epochs: int | None = None, ada
     pop = (meta["subject"].astype(str) != str(target)).to_numpy() & (d["y"] != NEW_CLASS)
     rec6 = [i for i, c in enumerate(base.channels) if c not in MISSING]
 
-    def cca(X: np.ndarray, recipe: Any) -> np.ndarray:
-        return CCADetector(sfreq=recipe.sfreq, max_freq=recipe.h_freq).fit(X[cal], y[cal]).predict(X[test])
+    def cca(X: np.ndarray, recipe: Any, fb: bool = False) -> np.ndarray:
+        return CCADetector(sfreq=recipe.sfreq, max_freq=recipe.h_freq, filter_bank=fb).fit(X[cal], y[cal]) \
+            .predict(X[test])
 
     methods = {REFERENCE: ("reference", lambda: cca(t["base"], base)),
+               "FBCCA 128 Hz": ("baseline", lambda: cca(t["base"], base, fb=True)),
                "CCA 64 Hz": ("baseline", lambda: cca(t["net"], net)),
                "CCA 128 Hz, 6 recorded channels": ("baseline", lambda: cca(t["base"][:, rec6], base))}
     pops: dict[bool, Any] = {}

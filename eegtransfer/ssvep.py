@@ -2,7 +2,9 @@
 
 A steady-state visual evoked potential follows the flicker's frequency and its harmonics, so
 the canonical correlation of a trial with sine/cosine references at each frequency says a
-lot before any learning (Lin et al. 2006). :class:`CCAExpert` turns those correlations into
+lot before any learning (Lin et al. 2006). Correlations on sub-bands that start under each
+frequency (a filter bank, after Chen et al. 2015) keep the low-frequency background out of the
+higher frequencies' correlations. :class:`CCAExpert` turns those correlations into
 class probabilities with a small multinomial logistic regression: fitted on the population
 when a network is pretrained (a prior), then pulled towards the patient's calibration trials.
 A bundle multiplies the network's probabilities by the expert's (a product of experts, see
@@ -24,7 +26,12 @@ from .errors import EEGTransferError
 
 RANK_TOL = 1e-4  # singular values under this share of a trial's largest are rank deficiency
 RULE_WEIGHT = 2.0  # logit per standard deviation of a class's own correlation, without a population
+MAX_WEIGHT = 10.0  # the largest exponent fit_weight considers
 CHUNK = 256  # trials per batch of cca_correlations
+SUBBAND_MARGIN = 1.0  # Hz: each sub-band of the filter bank starts this far under its frequency
+FILTER_ORDER = 4  # Butterworth order of the sub-band filters (applied forwards and backwards)
+
+Band = tuple[float, float] | None  # (low, high) in Hz; None: the trials as they are
 
 
 def ssvep_frequencies(classes: list[str]) -> dict[str, float]:
@@ -94,11 +101,52 @@ def cca_correlations(X: np.ndarray, sfreq: float, freqs: list[float], *, n_harmo
     return out
 
 
+def subbands(freqs: list[float], sfreq: float, *, max_freq: float | None = None) -> list[Band]:
+    """The filter bank: the trials as they are, then one sub-band per frequency.
+
+    Sub-band ``k`` runs from ``SUBBAND_MARGIN`` Hz under the ``k``-th lowest frequency to
+    ``max_freq`` (at most 95 % of Nyquist), so that each frequency and its harmonics are seen without the
+    lower-frequency background; frequencies too close to the top get none.
+    """
+    high = min(max_freq, 0.95 * sfreq / 2) if max_freq is not None else 0.95 * sfreq / 2
+    starts = sorted({round(f - SUBBAND_MARGIN, 6) for f in freqs})
+    return [None] + [(lo, float(high)) for lo in starts if 0 < lo < high - 2]
+
+
+def band_pass(X: np.ndarray, sfreq: float, band: Band) -> np.ndarray:
+    """Zero-phase Butterworth band-pass of trials along time; ``band=None`` returns ``X``."""
+    if band is None:
+        return X
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(FILTER_ORDER, band, btype="bandpass", fs=sfreq, output="sos")
+    padlen = min(3 * (2 * len(sos) + 1), X.shape[-1] - 1)  # scipy's default, shortened for short trials
+    return sosfiltfilt(sos, np.asarray(X, dtype=np.float64), axis=-1, padlen=padlen)
+
+
+def filter_bank_correlations(X: np.ndarray, sfreq: float, freqs: list[float], bands: list[Band], *,
+                             n_harmonics: int = 3, max_freq: float | None = None) -> np.ndarray:
+    """:func:`cca_correlations` on each band of a filter bank, side by side.
+
+    Returns
+    -------
+    rho : ndarray, shape (n_trials, n_bands * n_freqs)
+        Band-major: columns ``b * n_freqs + j`` hold band ``b``, frequency ``j``.
+    """
+    if len(X) > CHUNK:
+        return np.concatenate([filter_bank_correlations(X[i:i + CHUNK], sfreq, freqs, bands, n_harmonics=n_harmonics,
+                                                        max_freq=max_freq) for i in range(0, len(X), CHUNK)])
+    X = np.asarray(X, dtype=np.float64)
+    return np.concatenate([cca_correlations(band_pass(X, sfreq, b), sfreq, freqs, n_harmonics=n_harmonics,
+                                            max_freq=max_freq) for b in bands], axis=1)
+
+
 class CCAExpert:
     """Class probabilities from canonical correlations: a multinomial logistic regression.
 
-    The features are the correlations with each stimulation frequency, standardised with the
-    statistics of the data it is fitted on, or the prior's. A class without a frequency (``rest``) is
+    The features are the correlations with each stimulation frequency on each band of a filter
+    bank (:func:`subbands`), standardised with the statistics of the data it is fitted on, or the
+    prior's. A class without a frequency (``rest``) is
     learnt from the overall level of the correlations. Fitting minimises the class-balanced
     mean cross-entropy plus ``l2 / 2`` times the squared distance of the weights and
     intercepts to ``prior`` (a fitted expert with the same classes and frequencies, usually
@@ -118,35 +166,41 @@ class CCAExpert:
         As in :func:`cca_correlations`.
     weight : float
         Exponent of the expert in the product with the network; 0 keeps it as a prior only.
+    bands : "auto" | list of (low, high) or None
+        The filter bank: ``"auto"`` is :func:`subbands`; ``[None]`` is the trials as they are
+        (plain CCA, as in bundles written before the filter bank).
     """
 
     def __init__(self, classes: list[str], freqs: dict[str, float], sfreq: float, *, n_harmonics: int = 3,
-                 max_freq: float | None = None, weight: float = 1.0) -> None:
+                 max_freq: float | None = None, weight: float = 1.0, bands: str | list[Band] = "auto") -> None:
         if not freqs:
             raise EEGTransferError(f"no stimulation frequency among the classes {classes}: "
                                    "CCA needs SSVEP classes named by frequency, such as '13' or '13Hz'")
         self.classes = [str(c) for c in classes]
         self.freqs = {str(k): float(v) for k, v in freqs.items()}
         self.sfreq, self.n_harmonics, self.max_freq, self.weight = float(sfreq), n_harmonics, max_freq, weight
+        self.bands = _check_bands(subbands(list(self.freqs.values()), self.sfreq, max_freq=max_freq)
+                                  if isinstance(bands, str) and bands == "auto" else bands, self.sfreq)
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
-        self.coef_ = np.zeros((len(self.classes), len(self.freqs)))
+        self.coef_ = np.zeros((len(self.classes), len(self.bands) * len(self.freqs)))
         self.intercept_ = np.zeros(len(self.classes))
+        self.fitted_weight_: float | None = None
 
     @classmethod
     def for_classes(cls, classes: list[str], sfreq: float, *, max_freq: float | None = None,
-                    weight: float = 1.0) -> CCAExpert | None:
+                    weight: float = 1.0, bands: str | list[Band] = "auto") -> CCAExpert | None:
         """An unfitted expert when some class names are frequencies, else ``None``."""
         freqs = ssvep_frequencies(classes)
-        return cls(classes, freqs, sfreq, max_freq=max_freq, weight=weight) if freqs else None
+        return cls(classes, freqs, sfreq, max_freq=max_freq, weight=weight, bands=bands) if freqs else None
 
     def correlations(self, X: np.ndarray) -> np.ndarray:
-        """Canonical correlations with each of the expert's frequencies, shape (n_trials, n_freqs)."""
-        return cca_correlations(X, self.sfreq, list(self.freqs.values()), n_harmonics=self.n_harmonics,
-                                max_freq=self.max_freq)
+        """Canonical correlations per band and frequency, shape (n_trials, n_bands * n_freqs)."""
+        return filter_bank_correlations(X, self.sfreq, list(self.freqs.values()), self.bands,
+                                        n_harmonics=self.n_harmonics, max_freq=self.max_freq)
 
     def features(self, X: np.ndarray) -> np.ndarray:
-        """Standardised correlations, shape (n_trials, n_freqs), with the statistics of :meth:`fit`."""
+        """Standardised correlations, shape (n_trials, n_bands * n_freqs), with :meth:`fit`'s statistics."""
         if self.mean_ is None:
             raise EEGTransferError("this CCAExpert is not fitted: call fit() first")
         return (self.correlations(X) - self.mean_) / self.scale_
@@ -155,6 +209,9 @@ class CCAExpert:
         """Fit on trials ``X`` (n_trials, n_chans, n_times) with class names ``y``; returns self."""
         from scipy.optimize import minimize
 
+        if prior is not None and (prior.freqs, prior.bands, prior.sfreq) != (self.freqs, self.bands, self.sfreq):
+            raise EEGTransferError(f"the prior {prior!r} reads other features (frequencies, bands or sampling "
+                                   f"rate) than this expert {self!r}")
         rho = self.correlations(X)
         if prior is not None:
             self.mean_, self.scale_ = prior.mean_, prior.scale_
@@ -184,12 +241,40 @@ class CCAExpert:
         self.coef_, self.intercept_ = w[:k * d].reshape(k, d), w[k * d:]
         return self
 
+    def fit_weight(self, net_log_proba: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
+        """The exponent of this expert in the product with a network that fits unseen trials best.
+
+        Minimises the mean log-loss of ``softmax(net_log_proba + w * log_proba(X))`` over
+        ``0 <= w <= MAX_WEIGHT``; pretraining calls it on the validation subjects, whom the
+        network never trained on. Stored in ``fitted_weight_`` (the ``cca`` step's default weight).
+
+        Parameters
+        ----------
+        net_log_proba : ndarray, shape (n_trials, n_classes)
+            The network's log-probabilities, columns in ``classes`` order.
+        X : ndarray, shape (n_trials, n_chans, n_times)
+        y : ndarray of str, shape (n_trials,)
+        """
+        from scipy.optimize import minimize_scalar
+
+        index = {c: i for i, c in enumerate(self.classes)}
+        rows, cols = np.arange(len(y)), np.array([index[c] for c in np.asarray(y, str)])
+        expert = self.log_proba(X)
+
+        def loss(w: float) -> float:
+            return float(-_log_softmax(net_log_proba + w * expert)[rows, cols].mean())
+
+        self.fitted_weight_ = float(minimize_scalar(loss, bounds=(0.0, MAX_WEIGHT), method="bounded").x)
+        return self.fitted_weight_
+
     def _rule(self) -> np.ndarray:
         """Weights of the training-free rule, the prior without a population: each class's
-        logit grows with its own frequency's correlation (``RULE_WEIGHT`` per standard deviation)."""
+        logit grows with its own frequency's correlation, averaged over the bands (``RULE_WEIGHT``
+        per standard deviation)."""
         W = np.zeros_like(self.coef_)
+        n_freqs = len(self.freqs)
         for j, name in enumerate(self.freqs):
-            W[self.classes.index(name), j] = RULE_WEIGHT
+            W[self.classes.index(name), j::n_freqs] = RULE_WEIGHT / len(self.bands)
         return np.concatenate([W.ravel(), np.zeros(len(self.classes))])
 
     def log_proba(self, X: np.ndarray) -> np.ndarray:
@@ -199,23 +284,42 @@ class CCAExpert:
     def to_dict(self) -> dict[str, Any]:
         return {"classes": self.classes, "freqs": self.freqs, "sfreq": self.sfreq,
                 "n_harmonics": self.n_harmonics, "max_freq": self.max_freq, "weight": self.weight,
+                "bands": [None if b is None else list(b) for b in self.bands],
                 "mean": None if self.mean_ is None else self.mean_.tolist(),
                 "scale": None if self.scale_ is None else self.scale_.tolist(),
-                "coef": self.coef_.tolist(), "intercept": self.intercept_.tolist()}
+                "coef": self.coef_.tolist(), "intercept": self.intercept_.tolist(),
+                "fitted_weight": self.fitted_weight_}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CCAExpert | None:
         if not d:
             return None
         e = cls(d["classes"], d["freqs"], d["sfreq"], n_harmonics=d["n_harmonics"], max_freq=d["max_freq"],
-                weight=d["weight"])
+                weight=d["weight"], bands=d.get("bands", [None]))  # bundles before the filter bank: plain CCA
         e.mean_ = None if d["mean"] is None else np.asarray(d["mean"], float)
         e.scale_ = None if d["scale"] is None else np.asarray(d["scale"], float)
         e.coef_, e.intercept_ = np.asarray(d["coef"], float), np.asarray(d["intercept"], float)
+        e.fitted_weight_ = d.get("fitted_weight")
         return e
 
     def __repr__(self) -> str:
-        return f"CCAExpert(freqs={self.freqs}, weight={self.weight:g})"
+        return f"CCAExpert(freqs={self.freqs}, bands={len(self.bands)}, weight={self.weight:g})"
+
+
+def _check_bands(bands: list[Band], sfreq: float) -> list[Band]:
+    """Bands as (low, high) tuples inside (0, Nyquist), or None; a clear error names a bad one."""
+    if isinstance(bands, str) or not len(bands):
+        raise EEGTransferError(f"bands= must be 'auto' or a non-empty list of (low, high) or None, got {bands!r}")
+    out: list[Band] = []
+    for b in bands:
+        if b is not None:
+            lo, hi = (float(v) for v in b)
+            if not 0 < lo < hi < sfreq / 2:
+                raise EEGTransferError(f"band ({lo:g}, {hi:g}) Hz must satisfy 0 < low < high < {sfreq / 2:g} "
+                                       "(the Nyquist frequency)")
+            b = (lo, hi)
+        out.append(b)
+    return out
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

@@ -92,9 +92,12 @@ def test_cca_detects_stimulation_frequencies_and_fits_a_rest_threshold():
         if lab != "rest":
             X[i, :2] += 0.6 * np.sin(2 * np.pi * float(lab) * t + rng.uniform(0, 6))
     assert bl.ssvep_frequencies(["13", "17Hz", "rest", "7.5 hz"]) == {"13": 13.0, "17Hz": 17.0, "7.5 hz": 7.5}
-    cca = bl.CCADetector(sfreq=sfreq, max_freq=45).fit(X[:12], labels[:12])
-    assert np.isfinite(cca.threshold_)
-    assert (cca.predict(X[12:]) == labels[12:]).mean() >= 0.9
+    for fb in (False, True):
+        cca = bl.CCADetector(sfreq=sfreq, max_freq=45, filter_bank=fb).fit(X[:12], labels[:12])
+        assert np.isfinite(cca.threshold_)
+        assert (cca.predict(X[12:]) == labels[12:]).mean() >= 0.9
+    assert cca.bands_ == [(11.0, 45.0), (24.0, 45.0), (37.0, 45.0)]  # Chen et al.'s n * 13 Hz - 2
+    assert cca.scores(X[:3]).shape == (3, 3)
     with pytest.raises(EEGTransferError, match="no stimulation frequency"):
         bl.CCADetector().fit(X[:4], np.array(["left", "right", "left", "right"]))
 

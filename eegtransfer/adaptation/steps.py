@@ -325,14 +325,16 @@ class CCA(Step):
     ----------
     l2 : float
         Strength of the pull towards the population's expert (the data term is a mean).
-    weight : float
-        Exponent of the expert in the product.
+    weight : float | "population"
+        Exponent of the expert in the product. ``"population"``: the exponent fitted on the
+        population's validation subjects at pretraining (``CCAExpert.fit_weight``), or 1
+        without one.
     """
 
     name = "cca"
     supervised = True
 
-    def __init__(self, l2: float = CCA_L2, weight: float = 1.0) -> None:
+    def __init__(self, l2: float = CCA_L2, weight: float | str = "population") -> None:
         self.l2, self.weight = l2, weight
 
     def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
@@ -346,13 +348,20 @@ class CCA(Step):
             raise EEGTransferError(f"the calibration classes {sorted(set(y.tolist()))} are not the model's "
                                    f"{bundle.classes}: train a new head too, with strategy 'head+cca'")
         r = bundle.recipe
-        expert = CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=self.weight)
+        prior = bundle.cca if bundle.cca is not None and bundle.cca.classes == bundle.classes else None
+        # The patient's expert reads what the population's read (a bundle may predate the filter bank).
+        weight = self.weight
+        if isinstance(weight, str):
+            if weight != "population":
+                raise EEGTransferError(f"cca weight must be a number or 'population', got {weight!r}")
+            weight = prior.fitted_weight_ if prior is not None and prior.fitted_weight_ is not None else 1.0
+        expert = CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=weight,
+                                       bands=prior.bands if prior is not None else "auto")
         if expert is None:
             raise EEGTransferError(f"step 'cca' needs SSVEP classes named by frequency (such as '13' or "
                                    f"'13Hz'); this model's classes are {bundle.classes}")
-        prior = bundle.cca if bundle.cca is not None and bundle.cca.classes == bundle.classes else None
         bundle.cca = expert.fit(X, y, l2=self.l2, prior=prior)
-        self.facts_ = {"cca_prior": "population" if prior is not None else "none", "cca_weight": self.weight}
+        self.facts_ = {"cca_prior": "population" if prior is not None else "none", "cca_weight": round(float(weight), 4)}
         return bundle
 
 

@@ -14,6 +14,9 @@ All take the same calibration and test trials as our methods (see
 - ``CCA`` (calibration, for a rest threshold only): canonical correlation with sine/cosine
   references at each stimulation frequency and its harmonics; ``rest`` when the best
   correlation is under a threshold fitted on the calibration trials.
+- ``FBCCA`` (the same, with a filter bank): Chen et al. (2015)'s filter-bank CCA, sub-band
+  ``n`` from ``n`` times the lowest frequency (less 2 Hz) to the data's top, scores
+  ``sum_n (n ** -1.25 + 0.25) * rho_n ** 2``.
 - ``scratch`` (within subject): the same braindecode network trained on the calibration trials.
 """
 
@@ -25,7 +28,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..errors import EEGTransferError
-from ..ssvep import cca_correlations, ssvep_frequencies
+from ..ssvep import filter_bank_correlations, ssvep_frequencies
 
 
 def filter_bank(X: np.ndarray, sfreq: float, freqs: list[float], width: float = 1.0) -> np.ndarray:
@@ -117,6 +120,16 @@ def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, 
     return out
 
 
+def fbcca_bands(freqs: list[float], sfreq: float, *, max_freq: float | None = None) -> list[tuple[float, float]]:
+    """FBCCA's sub-bands (Chen et al. 2015): band ``n`` from ``n * min(freqs) - 2`` Hz to the top.
+
+    The top is ``max_freq`` (the recipe's low-pass) or 95 % of Nyquist; bands need 2 Hz of width.
+    """
+    high = min(max_freq, 0.95 * sfreq / 2) if max_freq is not None else 0.95 * sfreq / 2
+    lows = [n * min(freqs) - 2 for n in range(1, 11)]
+    return [(float(lo), float(high)) for lo in lows if lo < high - 2]
+
+
 class CCADetector(ClassifierMixin, BaseEstimator):
     """SSVEP detection by canonical correlation with sine/cosine references.
 
@@ -136,15 +149,19 @@ class CCADetector(ClassifierMixin, BaseEstimator):
         Harmonics at or above it are left out (the recipe's low-pass).
     rest_label : str | None
         The class without stimulation, if any.
+    filter_bank : bool
+        Filter-bank CCA (FBCCA, Chen et al. 2015): scores are the weighted sums of squared
+        correlations over :func:`fbcca_bands`; plain CCA otherwise.
     """
 
     def __init__(self, sfreq: float = 128.0, freqs: dict[str, float] | None = None, n_harmonics: int = 3,
-                 max_freq: float | None = None, rest_label: str | None = "rest") -> None:
+                 max_freq: float | None = None, rest_label: str | None = "rest", filter_bank: bool = False) -> None:
         self.sfreq = sfreq
         self.freqs = freqs
         self.n_harmonics = n_harmonics
         self.max_freq = max_freq
         self.rest_label = rest_label
+        self.filter_bank = filter_bank
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CCADetector:
         """Build the references; fit the rest threshold when ``y`` holds ``rest_label``."""
@@ -153,19 +170,29 @@ class CCADetector(ClassifierMixin, BaseEstimator):
         self.freqs_ = dict(self.freqs) if self.freqs is not None else ssvep_frequencies(list(self.classes_))
         if not self.freqs_:
             raise EEGTransferError(f"CCADetector: no stimulation frequency in classes {list(self.classes_)}")
+        freqs = list(self.freqs_.values())
+        self.bands_ = fbcca_bands(freqs, self.sfreq, max_freq=self.max_freq) if self.filter_bank else [None]
         self.threshold_ = -np.inf
         if self.rest_label is not None and self.rest_label in self.classes_:
-            best = self.correlations(X).max(axis=1)
-            cands = np.sort(best)
+            scores = self.scores(X)
+            cands = np.sort(scores.max(axis=1))
             cands = np.concatenate([[cands[0] - 1e-6], (cands[1:] + cands[:-1]) / 2, [cands[-1] + 1e-6]])
-            accs = [(self._predict_from(self.correlations(X), t) == y).mean() for t in cands]
+            accs = [(self._predict_from(scores, t) == y).mean() for t in cands]
             self.threshold_ = float(cands[int(np.argmax(accs))])
         return self
 
     def correlations(self, X: np.ndarray) -> np.ndarray:
-        """The first canonical correlation of each trial with each frequency: (n_trials, n_freqs)."""
-        return cca_correlations(X, self.sfreq, list(self.freqs_.values()), n_harmonics=self.n_harmonics,
-                                max_freq=self.max_freq)
+        """First canonical correlations per band and frequency: (n_trials, n_bands * n_freqs), band-major."""
+        return filter_bank_correlations(X, self.sfreq, list(self.freqs_.values()), self.bands_,
+                                        n_harmonics=self.n_harmonics, max_freq=self.max_freq)
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """Each frequency's score, (n_trials, n_freqs): its correlation, or FBCCA's weighted sum."""
+        rho = self.correlations(X)
+        if len(self.bands_) == 1:
+            return rho
+        w = np.arange(1, len(self.bands_) + 1) ** -1.25 + 0.25
+        return np.einsum("b,nbf->nf", w, rho.reshape(len(rho), len(self.bands_), -1) ** 2)
 
     def _predict_from(self, corr: np.ndarray, threshold: float) -> np.ndarray:
         names = np.array(list(self.freqs_), dtype=object)
@@ -176,7 +203,7 @@ class CCADetector(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted class names, shape (n_trials,)."""
-        return self._predict_from(self.correlations(X), self.threshold_)
+        return self._predict_from(self.scores(X), self.threshold_)
 
 
 def scratch_predict(model: str, recipe: Any, classes: list[str], X_cal: np.ndarray, y_cal: np.ndarray,

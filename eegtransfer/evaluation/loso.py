@@ -8,7 +8,7 @@ per target (and once with Euclidean alignment), then each adaptation strategy (t
 CCA expert for SSVEP classes only; ``auto`` on both populations, the plain one being what the
 command line makes). Baselines (:mod:`eegtransfer.evaluation.baselines`): covariance TS+LR and
 MDM within subject (filter-bank covariances for SSVEP classes, broadband otherwise), RCT and RPA
-with the population, a CCA detector for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
+with the population, CCA and filter-bank CCA detectors for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
 window and method: :func:`run_loso` returns them and :func:`write_results` makes every table.
 """
 
@@ -26,7 +26,7 @@ import pandas as pd
 from . import baselines as bl
 from .protocol import split_target, target_window
 
-PLAIN = ("bn", "head", "bn+head", "last-k", "cca", "head+cca", "auto")
+PLAIN = ("bn", "head", "bn+head", "last-k", "cca", "bn+cca", "head+cca", "auto")
 ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca", "auto")
 PRETRAIN = {"epochs": 25, "patience": 10, "lr": 1e-2, "batch_size": 64}
 WINDOWS = ("1", "2", "run")
@@ -93,8 +93,9 @@ def baseline_rows(d: dict[str, Any], t: np.ndarray, cal: np.ndarray, test: np.nd
     for name, pipe in bl.within_subject_pipelines().items():
         timed(prefix + name.removeprefix("FB "), lambda p=pipe: p.fit(Ct[cal], yt[cal]).predict(Ct[test]))
     if d["ssvep"]:
-        timed("CCA", lambda: bl.CCADetector(sfreq=d["base"].sfreq, max_freq=d["base"].h_freq)
-              .fit(Xb[cal], yt[cal]).predict(Xb[test]))
+        for name, fb in (("CCA", False), ("FBCCA", True)):
+            timed(name, lambda fb=fb: bl.CCADetector(sfreq=d["base"].sfreq, max_freq=d["base"].h_freq,
+                                                     filter_bank=fb).fit(Xb[cal], yt[cal]).predict(Xb[test]))
     pop = ~t
     for kind in ("RCT", "RPA") if rpa else ("RCT",):
         t0 = time.perf_counter()

@@ -278,18 +278,42 @@ def pretrain(
                        metrics["val_acc"], int(va.sum()), prov["validation_subjects"],
                        metrics["val_chance"], metrics["val_above_chance_p"])
     return Bundle(net, model, recipe, classes, model_kwargs=model_kwargs, provenance=prov,
-                  metrics=metrics, history=hist.to_dict(), cca=population_cca(X, labels, classes, recipe))
+                  metrics=metrics, history=hist.to_dict(),
+                  cca=population_cca(X, labels, classes, recipe, net=net, val=va, device=dev))
 
 
-def population_cca(X: np.ndarray, labels: np.ndarray, classes: list[str], recipe: Recipe) -> Any:
+def _log_proba(net: Any, X: Any, device: Any, chunk: int = 256) -> np.ndarray:
+    """The network's log-probabilities, ``chunk`` trials at a time (``X`` may be trials on disk)."""
+    import torch
+
+    from .engine import predict_logits
+
+    logits = np.concatenate([predict_logits(net, np.asarray(X[i:i + chunk]), device=device)
+                             for i in range(0, len(X), chunk)])
+    return torch.log_softmax(torch.as_tensor(logits, dtype=torch.float64), dim=1).numpy()
+
+
+def population_cca(X: np.ndarray, labels: np.ndarray, classes: list[str], recipe: Recipe, *,
+                   net: Any = None, val: np.ndarray | None = None, device: Any = "cpu") -> Any:
     """The population's CCA expert for SSVEP classes (a prior for the ``cca`` step), else ``None``.
 
-    Kept with weight 0: the population bundle predicts with its network alone.
+    Kept with weight 0: the population bundle predicts with its network alone. With the
+    trained ``net`` and a mask ``val`` of validation trials (subjects it never trained on), the
+    expert's exponent in the product is fitted there (``CCAExpert.fit_weight``): the ``cca``
+    step's default weight.
     """
     from ..ssvep import CCAExpert
 
     expert = CCAExpert.for_classes(classes, recipe.sfreq, max_freq=recipe.h_freq, weight=0.0)
-    return None if expert is None else expert.fit(X, labels, l2=1e-3)
+    if expert is None:
+        return None
+    expert.fit(X, labels, l2=1e-3)
+    if net is not None and val is not None and val.any():
+        X_va = X.subset(val) if hasattr(X, "subset") else X[val]
+        expert.fit_weight(_log_proba(net, X_va, device), X_va, np.asarray(labels)[val])
+        logger.info("CCA expert: exponent %.2f in the product, fitted on %d validation trials",
+                    expert.fitted_weight_, int(val.sum()))
+    return expert
 
 
 def pretrain_on_dataset(
