@@ -253,10 +253,19 @@ def validation_facts(bundle: Bundle, X: np.ndarray, labels: np.ndarray, meta: pd
 
     subjects = meta["subject"].astype(str).to_numpy()
     val = np.isin(subjects, [str(s) for s in bundle.provenance.get("validation_subjects", [])])
-    if not val.any() or bundle.provenance.get("euclidean_alignment"):
-        return {}  # aligned populations predict aligned trials only: not cheap to redo here
+    if not val.any():
+        return {}
     labels = np.asarray(labels).astype(str)
-    pred = bundle.predict(X[val])
+    if bundle.provenance.get("euclidean_alignment"):
+        # Each subject whitened by its own trials, as in training; the network then reads them
+        # directly (bundle.predict checks for the recipe's z-scoring, which whitening changes).
+        from .adaptation.alignment import align_per_group
+        from .training.engine import predict_logits
+
+        logits = predict_logits(bundle.model, align_per_group(np.asarray(X[val]), subjects[val]))
+        pred = np.asarray(bundle.classes)[logits.argmax(1)]
+    else:
+        pred = bundle.predict(X[val])
     out: dict[str, Any] = {"subjects": {}, "counts": {c: int((labels[val] == c).sum()) for c in bundle.classes}}
     for s in sorted(set(subjects[val].tolist())):
         m = subjects[val] == s

@@ -235,7 +235,8 @@ def test_manifest_whole_file_labels_new_head_and_pretrain(population, kalunga_pa
     res = json.loads(r.stdout)
     strided = sum(int(np.floor(r["seconds"] - 5.0 - 2 / 128)) + 1 for r in rows[:2])
     assert strided > 3 * total and res["n_heldout_trials"] == strided - 12
-    assert set(res["candidates"]) == {"head", "head+cca", "bn+head"}  # a new class set: a head is trained
+    # a new class set: a head is trained; SSVEP classes: every candidate is fused with the CCA expert
+    assert set(res["candidates"]) == {"head+cca", "bn+head+cca"}
     assert res["chosen"] in res["candidates"] and "auto chose" in report_s.read_text()
     bad = run_cli("calibrate", "--model", population, "--manifest", man, "--stride", 0, "--out", tmp_path / "x")
     assert "--stride must be > 0" in one_line_error(bad)
@@ -254,6 +255,17 @@ def test_manifest_whole_file_labels_new_head_and_pretrain(population, kalunga_pa
     assert res["subjects"] == ["p1", "p2"] and res["n_trials"] == sum(n_windows(r["seconds"], 0, 2) for r in rows)
     info = run_cli("info", pop2, "--json")
     assert json.loads(info.stdout)["recipe"]["tmax"] == 2.0
+
+    # --align: each subject whitened by its own trials; the per-subject validation facts agree
+    pop3 = tmp_path / "pop3"
+    p = run_cli("pretrain", "--manifest", man, "--epochs", 1, "--tmin", 0, "--tmax", 2, "--align",
+                "--out", pop3, "--json", "--quiet", "--device", "cpu", "--allow-chance")
+    assert p.returncode == 0, p.stderr
+    prov = json.loads((pop3 / "bundle.json").read_text())["provenance"]
+    assert prov["euclidean_alignment"] is True
+    facts = prov["validation"]["subjects"].values()
+    val_acc = json.loads(p.stdout)["metrics"]["val_acc"]
+    assert sum(f["correct"] for f in facts) / sum(f["n"] for f in facts) == pytest.approx(val_acc)
 
 
 # --- bad input: one line on stderr, exit 2, nothing written -----------------------

@@ -6,7 +6,13 @@ import pytest
 from eegtransfer.adaptation import CCA, Align, Head, auto_candidates, parse_strategy, run_steps
 from eegtransfer.errors import EEGTransferError
 from eegtransfer.evaluation.baselines import CCADetector
-from eegtransfer.ssvep import CCAExpert, cca_correlations, ssvep_frequencies
+from eegtransfer.ssvep import (
+    CCAExpert,
+    cca_correlations,
+    filter_bank_correlations,
+    ssvep_frequencies,
+    subbands,
+)
 
 SFREQ, CLASSES = 64.0, ["13", "17", "21", "rest"]
 
@@ -105,7 +111,7 @@ def test_cca_step_refuses_classes_without_frequencies(fake_population, fake_tria
     assert not [c for c in auto_candidates(fake_population) if "cca" in c]
 
 
-def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path):
+def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, caplog):
     from eegtransfer.adaptation import adapt
     from eegtransfer.bundle import Bundle
     from eegtransfer.training.pretraining import pretrain
@@ -117,14 +123,20 @@ def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path):
     assert pop.cca is not None and pop.cca.weight == 0  # a prior: the population predicts with its network
     Xt, yt = X[t], y[t]
     cand = auto_candidates(pop)
-    assert "align+cca" in cand and "align+head+cca" in cand
+    assert cand == ["align+cca"]  # SSVEP: fused with the expert, the network's label-free steps only
+    assert auto_candidates(pop, np.array(["9", "11"])) == ["align+head+cca"]  # new frequencies: a new head
     # the population's expert alone, on a subject it never saw (a weak one): above the 25% of chance
     from scipy.stats import binomtest
 
     hits = int((np.array(pop.classes)[pop.cca.log_proba(Xt).argmax(1)] == yt).sum())
     assert binomtest(hits, len(yt), 0.25, alternative="greater").pvalue < 0.01
     patient = adapt(pop, Xt[:32], yt[:32], strategy="align+cca", guard=False, device="cpu")
-    assert patient.cca.weight == 1 and patient.adaptation.steps == ["align", "cca"]
+    # the product's exponent was fitted on the population's validation subjects
+    assert 0 < pop.cca.fitted_weight_ < 10 and patient.cca.weight == pop.cca.fitted_weight_
+    assert patient.adaptation.steps == ["align", "cca"]
+    with caplog.at_level("WARNING", logger="eegtransfer"):  # an aligned network fed unaligned trials
+        adapt(pop, Xt[:32], yt[:32], strategy="cca", guard=False, device="cpu")
+    assert "expects whitened trials" in caplog.text
     net_only = patient.copy()
     net_only.cca = None
     assert not np.allclose(patient.predict_proba(Xt[32:]), net_only.predict_proba(Xt[32:]))
@@ -133,15 +145,65 @@ def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path):
     np.testing.assert_allclose(back.predict_proba(Xt[32:]), patient.predict_proba(Xt[32:]), atol=1e-5)
 
 
+def test_fit_weight_trusts_the_expert_as_far_as_unseen_trials_say():
+    y = np.tile(CLASSES, 10)
+    e = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(ssvep_trials(y), y, l2=1e-3)
+    yv = np.tile(CLASSES, 8)
+    Xv = ssvep_trials(yv, seed=5)
+    uniform = np.full((len(yv), 4), np.log(0.25))
+    assert e.fit_weight(uniform, Xv, yv) > 0.5  # a network that knows nothing: the expert decides
+    sure = np.log(np.where(np.eye(4)[[CLASSES.index(c) for c in yv]] > 0, 0.97, 0.01))
+    noise = ssvep_trials(np.full(len(yv), "rest"), seed=6)  # trials in which the expert sees nothing
+    assert e.fit_weight(sure, noise, yv) < 0.2  # a network that is right: the expert stays out
+    assert CCAExpert.from_dict(e.to_dict()).fitted_weight_ == e.fitted_weight_
+
+
 def test_without_a_population_the_expert_starts_from_the_cca_rule():
     classes = ["13", "17", "21"]
     y = np.array(classes * 2)  # a few seconds per class on a new set-up
-    e = CCAExpert.for_classes(classes, SFREQ, max_freq=30).fit(ssvep_trials(y, snr=1.0), y, l2=1e4)
-    np.testing.assert_allclose(e.coef_, 2.0 * np.eye(3), atol=1e-2)  # held at the rule
+    X = ssvep_trials(y, snr=1.0)
+    e = CCAExpert.for_classes(classes, SFREQ, max_freq=30).fit(X, y, l2=1e4)
+    n_bands = len(e.bands)
+    np.testing.assert_allclose(e.coef_, np.tile(2.0 / n_bands * np.eye(3), n_bands), atol=1e-2)  # held at the rule
     yt = np.array(classes * 10)
     Xt = ssvep_trials(yt, snr=1.0, seed=4)
+    assert (np.array(classes)[e.log_proba(Xt).argmax(1)] == yt).mean() > 0.9
+    # without a filter bank the rule is plain CCA: the largest correlation wins
+    plain = CCAExpert.for_classes(classes, SFREQ, max_freq=30, bands=[None]).fit(X, y, l2=1e4)
     rule = np.array(classes)[cca_correlations(Xt, SFREQ, [13, 17, 21], max_freq=30).argmax(1)]
-    assert (np.array(classes)[e.log_proba(Xt).argmax(1)] == rule).all()
+    assert (np.array(classes)[plain.log_proba(Xt).argmax(1)] == rule).all()
+
+
+def test_filter_bank_has_one_subband_per_frequency_and_keeps_the_background_out():
+    assert subbands([13, 17, 21], 64.0, max_freq=30) == [None, (12.0, 30.0), (16.0, 30.0), (20.0, 30.0)]
+    assert subbands([13, 29], 64.0, max_freq=30) == [None, (12.0, 30.0)]  # no room above 28 Hz
+    # 21 Hz under a strong 10 Hz background (alpha): the 20-30 Hz band sees 21 Hz alone
+    rng = np.random.default_rng(0)
+    t = np.arange(256) / SFREQ
+    X = 0.3 * rng.standard_normal((6, 4, 256))
+    X += 0.2 * np.sin(2 * np.pi * 21 * t + rng.uniform(0, 6, (6, 4, 1)))
+    X += 3.0 * np.sin(2 * np.pi * 10 * t + rng.uniform(0, 6, (6, 4, 1))) * rng.uniform(0.5, 1.5, (6, 4, 1))
+    rho = filter_bank_correlations(X, SFREQ, [17, 21], [None, (20.0, 30.0)], max_freq=30)
+    assert rho.shape == (6, 4)  # band-major: (broadband 17, 21), (sub-band 17, 21)
+    assert (rho[:, 3] > rho[:, 1] + 0.1).all() and (rho[:, 3] > 0.6).all()
+    # a spatial filter leaves every band's correlations unchanged (alignment does not touch the expert)
+    mix = rng.standard_normal((4, 4)) + 3 * np.eye(4)
+    np.testing.assert_allclose(filter_bank_correlations(np.einsum("ij,njt->nit", mix, X), SFREQ, [17, 21],
+                                                        [None, (20.0, 30.0)], max_freq=30), rho, atol=1e-8)
+
+
+def test_expert_bands_are_checked_and_old_bundles_read_plain_cca():
+    with pytest.raises(EEGTransferError, match=r"band \(20, 40\) Hz"):
+        CCAExpert.for_classes(CLASSES, SFREQ, bands=[(20, 40)])
+    y = np.tile(CLASSES, 5)
+    X = ssvep_trials(y)
+    old = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, bands=[None]).fit(X, y)
+    d = old.to_dict()
+    del d["bands"]  # as written before the filter bank
+    np.testing.assert_allclose(CCAExpert.from_dict(d).log_proba(X), old.log_proba(X))
+    new = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30)
+    with pytest.raises(EEGTransferError, match="reads other features"):
+        new.fit(X, y, prior=old)
 
 
 def test_interpolated_channels_add_no_correlation():

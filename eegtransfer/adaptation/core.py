@@ -125,9 +125,13 @@ def adapt(
     steps = parse_strategy(strategy, **params) if isinstance(strategy, str) else list(strategy)
     name = strategy if isinstance(strategy, str) else "+".join(s.name for s in steps) or "none"
     labels = _check(bundle, X, labels, steps, name)
-    if any(s.name == "align" for s in steps) and not bundle.provenance.get("euclidean_alignment"):
+    aligned_steps = any(s.name == "align" for s in steps)
+    if aligned_steps and not bundle.provenance.get("euclidean_alignment"):
         logger.warning("strategy 'align' on a population model pretrained without alignment; "
                        "pretrain with align=True for it to help")
+    elif not aligned_steps and bundle.provenance.get("euclidean_alignment") and bundle.align is None:
+        logger.warning("strategy %r without 'align' on a population model pretrained with alignment: its "
+                       "network expects whitened trials; use the align strategies (or auto)", name)
     fit = _fitter(bundle, X, labels, X_unlabeled=X_unlabeled, device=dev, seed=seed)
     decision, skipped = None, _guard_skipped(bundle, labels, steps, guard, n_folds)
     kept = steps

@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train data-parallel in N processes (DistributedDataParallel, relaunched under "
                    "torchrun; gloo on the CPU, one GPU each with NCCL); each global batch is shared "
                    "among them")
+    p.add_argument("--align", action="store_true",
+                   help="Euclidean alignment: whiten each subject's trials by its own mean covariance "
+                        "(patients then calibrate with the align strategies; auto picks among them)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="train through torch.compile: on, off, or auto (default): on the CPU only when "
                    "the run is long enough to repay the compile time (tens of seconds); a failed "
@@ -138,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     bundle = pretrain(X, labels, meta, recipe, model=model, epochs=args.epochs, device=str(device),
                       seed=args.seed, progress=show_progress(args), provenance=prov,
-                      checkpoint=args.checkpoint, compile=args.compile)
+                      checkpoint=args.checkpoint, compile=args.compile, align=args.align)
     if not distributed.is_main():
         return 0  # rank 0 writes the bundle and reports
     from ..bundle import write_file_atomic
