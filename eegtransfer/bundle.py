@@ -671,10 +671,25 @@ def summarize(meta: dict[str, Any]) -> str:
         f"recipe     band {r['l_freq']}-{r['h_freq']} Hz, notch {r['notch']}, reference {r['reference']}, "
         f"x{r['scale']:g}, standardize={r['standardize']}",
     ]
+    lines += _expert_lines(meta.get("cca"))
     if meta.get("adaptation"):
         return "\n".join(lines + _patient_lines(meta))
     lines += _provenance_lines(p) + ([f"parent     {p['parent']}"] if "parent" in p else [])
     return "\n".join(lines + _metric_lines(meta.get("metrics") or {}))
+
+
+def _expert_lines(cca: dict[str, Any] | None) -> list[str]:
+    """One line on the CCA expert: its frequencies, bands and part in the prediction."""
+    if not cca:
+        return []
+    freqs = ", ".join(f"{v:g}" for v in cca["freqs"].values())
+    bands = len(cca.get("bands") or [None])
+    fitted = cca.get("fitted_weight")
+    part = (f"weight {cca['weight']:.2f} in the product with the network" if cca["weight"] > 0
+            else "a prior for the cca step, not used in predictions")
+    if fitted is not None:
+        part += f"; weight fitted on the validation subjects {fitted:.2f}"
+    return [f"expert     CCA at {freqs} Hz on {bands} band{'s' if bands > 1 else ''}: {part}"]
 
 
 def check_output_path(path: str | Path, *, overwrite: bool = False,

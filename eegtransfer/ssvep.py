@@ -30,6 +30,7 @@ MAX_WEIGHT = 10.0  # the largest exponent fit_weight considers
 CHUNK = 256  # trials per batch of cca_correlations
 SUBBAND_MARGIN = 1.0  # Hz: each sub-band of the filter bank starts this far under its frequency
 FILTER_ORDER = 4  # Butterworth order of the sub-band filters (applied forwards and backwards)
+N_COMPONENTS = 2  # canonical correlations per band and frequency that the expert reads
 
 Band = tuple[float, float] | None  # (low, high) in Hz; None: the trials as they are
 
@@ -59,8 +60,8 @@ def references(freqs: list[float], n_times: int, sfreq: float, *, n_harmonics: i
 
 
 def cca_correlations(X: np.ndarray, sfreq: float, freqs: list[float], *, n_harmonics: int = 3,
-                     max_freq: float | None = None) -> np.ndarray:
-    """First canonical correlation of each trial with each frequency's references.
+                     max_freq: float | None = None, n_components: int = 1) -> np.ndarray:
+    """The first canonical correlations of each trial with each frequency's references.
 
     Parameters
     ----------
@@ -73,10 +74,13 @@ def cca_correlations(X: np.ndarray, sfreq: float, freqs: list[float], *, n_harmo
         Harmonics per frequency (1: the fundamental only).
     max_freq : float | None
         Harmonics at or above it are left out (the recipe's low-pass); ``None``: Nyquist.
+    n_components : int
+        Canonical correlations per frequency, largest first (zeros where there are fewer).
 
     Returns
     -------
-    rho : ndarray, shape (n_trials, n_freqs)
+    rho : ndarray, shape (n_trials, n_components * n_freqs)
+        Column ``c * n_freqs + j``: the ``c``-th correlation with frequency ``j``.
 
     Notes
     -----
@@ -86,7 +90,8 @@ def cca_correlations(X: np.ndarray, sfreq: float, freqs: list[float], *, n_harmo
     """
     if len(X) > CHUNK:
         return np.concatenate([cca_correlations(X[i:i + CHUNK], sfreq, freqs, n_harmonics=n_harmonics,
-                                                max_freq=max_freq) for i in range(0, len(X), CHUNK)])
+                                                max_freq=max_freq, n_components=n_components)
+                               for i in range(0, len(X), CHUNK)])
     X = np.asarray(X, dtype=np.float64)
     Xc = X - X.mean(axis=2, keepdims=True)
     # An orthonormal basis of each trial's channel space. Interpolated channels are linear
@@ -94,11 +99,12 @@ def cca_correlations(X: np.ndarray, sfreq: float, freqs: list[float], *, n_harmo
     # or rounding noise would correlate with the references.
     u, sv = np.linalg.svd(np.swapaxes(Xc, 1, 2), full_matrices=False)[:2]  # (n, n_times, n_chans)
     qx = u * (sv > RANK_TOL * sv[:, :1])[:, None, :]
-    out = np.empty((len(X), len(freqs)))
+    out = np.zeros((len(X), n_components, len(freqs)))
     for j, r in enumerate(references(freqs, X.shape[2], sfreq, n_harmonics=n_harmonics, max_freq=max_freq)):
         qy = np.linalg.qr(r - r.mean(axis=0))[0]
-        out[:, j] = np.linalg.svd(np.swapaxes(qx, 1, 2) @ qy, compute_uv=False)[:, 0]
-    return out
+        rho = np.linalg.svd(np.swapaxes(qx, 1, 2) @ qy, compute_uv=False)[:, :n_components]
+        out[:, :rho.shape[1], j] = rho
+    return out.reshape(len(X), -1)
 
 
 def subbands(freqs: list[float], sfreq: float, *, max_freq: float | None = None) -> list[Band]:
@@ -125,29 +131,31 @@ def band_pass(X: np.ndarray, sfreq: float, band: Band) -> np.ndarray:
 
 
 def filter_bank_correlations(X: np.ndarray, sfreq: float, freqs: list[float], bands: list[Band], *,
-                             n_harmonics: int = 3, max_freq: float | None = None) -> np.ndarray:
+                             n_harmonics: int = 3, max_freq: float | None = None,
+                             n_components: int = 1) -> np.ndarray:
     """:func:`cca_correlations` on each band of a filter bank, side by side.
 
     Returns
     -------
-    rho : ndarray, shape (n_trials, n_bands * n_freqs)
-        Band-major: columns ``b * n_freqs + j`` hold band ``b``, frequency ``j``.
+    rho : ndarray, shape (n_trials, n_bands * n_components * n_freqs)
+        Band-major: columns ``(b * n_components + c) * n_freqs + j`` hold band ``b``,
+        component ``c``, frequency ``j``.
     """
+    kw = {"n_harmonics": n_harmonics, "max_freq": max_freq, "n_components": n_components}
     if len(X) > CHUNK:
-        return np.concatenate([filter_bank_correlations(X[i:i + CHUNK], sfreq, freqs, bands, n_harmonics=n_harmonics,
-                                                        max_freq=max_freq) for i in range(0, len(X), CHUNK)])
+        return np.concatenate([filter_bank_correlations(X[i:i + CHUNK], sfreq, freqs, bands, **kw)
+                               for i in range(0, len(X), CHUNK)])
     X = np.asarray(X, dtype=np.float64)
-    return np.concatenate([cca_correlations(band_pass(X, sfreq, b), sfreq, freqs, n_harmonics=n_harmonics,
-                                            max_freq=max_freq) for b in bands], axis=1)
+    return np.concatenate([cca_correlations(band_pass(X, sfreq, b), sfreq, freqs, **kw) for b in bands], axis=1)
 
 
 class CCAExpert:
     """Class probabilities from canonical correlations: a multinomial logistic regression.
 
-    The features are the correlations with each stimulation frequency on each band of a filter
-    bank (:func:`subbands`), standardised with the statistics of the data it is fitted on, or the
-    prior's. A class without a frequency (``rest``) is
-    learnt from the overall level of the correlations. Fitting minimises the class-balanced
+    The features are the first two canonical correlations with each stimulation frequency on
+    each band of a filter bank (:func:`subbands`), standardised with the statistics of the data
+    it is fitted on, or the prior's. A class without a frequency (``rest``) is learnt from the
+    overall level of the correlations. Fitting minimises the class-balanced
     mean cross-entropy plus ``l2 / 2`` times the squared distance of the weights and
     intercepts to ``prior`` (a fitted expert with the same classes and frequencies, usually
     the population's) or, without one, to the training-free rule of CCA (each class's logit
@@ -169,10 +177,13 @@ class CCAExpert:
     bands : "auto" | list of (low, high) or None
         The filter bank: ``"auto"`` is :func:`subbands`; ``[None]`` is the trials as they are
         (plain CCA, as in bundles written before the filter bank).
+    n_components : int
+        Canonical correlations per band and frequency (bundles written before it: 1).
     """
 
     def __init__(self, classes: list[str], freqs: dict[str, float], sfreq: float, *, n_harmonics: int = 3,
-                 max_freq: float | None = None, weight: float = 1.0, bands: str | list[Band] = "auto") -> None:
+                 max_freq: float | None = None, weight: float = 1.0, bands: str | list[Band] = "auto",
+                 n_components: int = N_COMPONENTS) -> None:
         if not freqs:
             raise EEGTransferError(f"no stimulation frequency among the classes {classes}: "
                                    "CCA needs SSVEP classes named by frequency, such as '13' or '13Hz'")
@@ -181,26 +192,32 @@ class CCAExpert:
         self.sfreq, self.n_harmonics, self.max_freq, self.weight = float(sfreq), n_harmonics, max_freq, weight
         self.bands = _check_bands(subbands(list(self.freqs.values()), self.sfreq, max_freq=max_freq)
                                   if isinstance(bands, str) and bands == "auto" else bands, self.sfreq)
+        if int(n_components) < 1:
+            raise EEGTransferError(f"n_components must be >= 1, got {n_components}")
+        self.n_components = int(n_components)
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
-        self.coef_ = np.zeros((len(self.classes), len(self.bands) * len(self.freqs)))
+        self.coef_ = np.zeros((len(self.classes), len(self.bands) * self.n_components * len(self.freqs)))
         self.intercept_ = np.zeros(len(self.classes))
         self.fitted_weight_: float | None = None
 
     @classmethod
     def for_classes(cls, classes: list[str], sfreq: float, *, max_freq: float | None = None,
-                    weight: float = 1.0, bands: str | list[Band] = "auto") -> CCAExpert | None:
+                    weight: float = 1.0, bands: str | list[Band] = "auto",
+                    n_components: int = N_COMPONENTS) -> CCAExpert | None:
         """An unfitted expert when some class names are frequencies, else ``None``."""
         freqs = ssvep_frequencies(classes)
-        return cls(classes, freqs, sfreq, max_freq=max_freq, weight=weight, bands=bands) if freqs else None
+        return cls(classes, freqs, sfreq, max_freq=max_freq, weight=weight, bands=bands,
+                   n_components=n_components) if freqs else None
 
     def correlations(self, X: np.ndarray) -> np.ndarray:
-        """Canonical correlations per band and frequency, shape (n_trials, n_bands * n_freqs)."""
+        """Canonical correlations, shape (n_trials, n_features), as in :func:`filter_bank_correlations`."""
         return filter_bank_correlations(X, self.sfreq, list(self.freqs.values()), self.bands,
-                                        n_harmonics=self.n_harmonics, max_freq=self.max_freq)
+                                        n_harmonics=self.n_harmonics, max_freq=self.max_freq,
+                                        n_components=self.n_components)
 
     def features(self, X: np.ndarray) -> np.ndarray:
-        """Standardised correlations, shape (n_trials, n_bands * n_freqs), with :meth:`fit`'s statistics."""
+        """Standardised correlations, shape (n_trials, n_features), with :meth:`fit`'s statistics."""
         if self.mean_ is None:
             raise EEGTransferError("this CCAExpert is not fitted: call fit() first")
         return (self.correlations(X) - self.mean_) / self.scale_
@@ -209,9 +226,10 @@ class CCAExpert:
         """Fit on trials ``X`` (n_trials, n_chans, n_times) with class names ``y``; returns self."""
         from scipy.optimize import minimize
 
-        if prior is not None and (prior.freqs, prior.bands, prior.sfreq) != (self.freqs, self.bands, self.sfreq):
-            raise EEGTransferError(f"the prior {prior!r} reads other features (frequencies, bands or sampling "
-                                   f"rate) than this expert {self!r}")
+        if prior is not None and ((prior.freqs, prior.bands, prior.sfreq, prior.n_components)
+                                  != (self.freqs, self.bands, self.sfreq, self.n_components)):
+            raise EEGTransferError(f"the prior {prior!r} reads other features (frequencies, bands, components "
+                                   f"or sampling rate) than this expert {self!r}")
         rho = self.correlations(X)
         if prior is not None:
             self.mean_, self.scale_ = prior.mean_, prior.scale_
@@ -269,12 +287,12 @@ class CCAExpert:
 
     def _rule(self) -> np.ndarray:
         """Weights of the training-free rule, the prior without a population: each class's
-        logit grows with its own frequency's correlation, averaged over the bands (``RULE_WEIGHT``
-        per standard deviation)."""
+        logit grows with its own frequency's first correlation, averaged over the bands
+        (``RULE_WEIGHT`` per standard deviation)."""
         W = np.zeros_like(self.coef_)
-        n_freqs = len(self.freqs)
+        per_band = self.n_components * len(self.freqs)
         for j, name in enumerate(self.freqs):
-            W[self.classes.index(name), j::n_freqs] = RULE_WEIGHT / len(self.bands)
+            W[self.classes.index(name), j::per_band] = RULE_WEIGHT / len(self.bands)
         return np.concatenate([W.ravel(), np.zeros(len(self.classes))])
 
     def log_proba(self, X: np.ndarray) -> np.ndarray:
@@ -284,7 +302,7 @@ class CCAExpert:
     def to_dict(self) -> dict[str, Any]:
         return {"classes": self.classes, "freqs": self.freqs, "sfreq": self.sfreq,
                 "n_harmonics": self.n_harmonics, "max_freq": self.max_freq, "weight": self.weight,
-                "bands": [None if b is None else list(b) for b in self.bands],
+                "bands": [None if b is None else list(b) for b in self.bands], "n_components": self.n_components,
                 "mean": None if self.mean_ is None else self.mean_.tolist(),
                 "scale": None if self.scale_ is None else self.scale_.tolist(),
                 "coef": self.coef_.tolist(), "intercept": self.intercept_.tolist(),
@@ -295,7 +313,8 @@ class CCAExpert:
         if not d:
             return None
         e = cls(d["classes"], d["freqs"], d["sfreq"], n_harmonics=d["n_harmonics"], max_freq=d["max_freq"],
-                weight=d["weight"], bands=d.get("bands", [None]))  # bundles before the filter bank: plain CCA
+                weight=d["weight"], bands=d.get("bands", [None]),  # bundles before the filter bank: plain CCA
+                n_components=d.get("n_components", 1))
         e.mean_ = None if d["mean"] is None else np.asarray(d["mean"], float)
         e.scale_ = None if d["scale"] is None else np.asarray(d["scale"], float)
         e.coef_, e.intercept_ = np.asarray(d["coef"], float), np.asarray(d["intercept"], float)
@@ -303,7 +322,8 @@ class CCAExpert:
         return e
 
     def __repr__(self) -> str:
-        return f"CCAExpert(freqs={self.freqs}, bands={len(self.bands)}, weight={self.weight:g})"
+        return (f"CCAExpert(freqs={self.freqs}, bands={len(self.bands)}, n_components={self.n_components}, "
+                f"weight={self.weight:g})")
 
 
 def _check_bands(bands: list[Band], sfreq: float) -> list[Band]:

@@ -35,6 +35,10 @@ def test_correlations_find_the_stimulation_frequency_and_match_the_detector():
     X = ssvep_trials(y, snr=1.0)
     rho = cca_correlations(X, SFREQ, [13, 17, 21], max_freq=30)
     assert rho.shape == (15, 3) and ((rho >= 0) & (rho <= 1)).all()
+    two = cca_correlations(X, SFREQ, [13, 17, 21], max_freq=30, n_components=2)
+    assert two.shape == (15, 6)
+    np.testing.assert_allclose(two[:, :3], rho)  # the first correlations, then the second ones
+    assert (two[:, 3:] <= two[:, :3] + 1e-12).all()
     assert (np.array(["13", "17", "21"])[rho.argmax(1)] == y).all()
     det = CCADetector(sfreq=SFREQ, max_freq=30).fit(X, y)
     np.testing.assert_allclose(det.correlations(X), rho)  # one implementation
@@ -134,6 +138,10 @@ def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, cap
     # the product's exponent was fitted on the population's validation subjects
     assert 0 < pop.cca.fitted_weight_ < 10 and patient.cca.weight == pop.cca.fitted_weight_
     assert patient.adaptation.steps == ["align", "cca"]
+    from eegtransfer.bundle import summarize
+
+    assert "expert     CCA at 13, 17, 21 Hz on 4 bands: a prior for the cca step" in summarize(pop.to_meta())
+    assert f"weight {pop.cca.fitted_weight_:.2f} in the product" in summarize(patient.to_meta())
     with caplog.at_level("WARNING", logger="eegtransfer"):  # an aligned network fed unaligned trials
         adapt(pop, Xt[:32], yt[:32], strategy="cca", guard=False, device="cpu")
     assert "expects whitened trials" in caplog.text
@@ -163,8 +171,10 @@ def test_without_a_population_the_expert_starts_from_the_cca_rule():
     y = np.array(classes * 2)  # a few seconds per class on a new set-up
     X = ssvep_trials(y, snr=1.0)
     e = CCAExpert.for_classes(classes, SFREQ, max_freq=30).fit(X, y, l2=1e4)
-    n_bands = len(e.bands)
-    np.testing.assert_allclose(e.coef_, np.tile(2.0 / n_bands * np.eye(3), n_bands), atol=1e-2)  # held at the rule
+    n_bands, n_comp = len(e.bands), e.n_components
+    assert n_comp == 2  # each band: the first correlations with 13, 17, 21 Hz, then the second ones
+    rule = np.tile(np.hstack([2.0 / n_bands * np.eye(3), np.zeros((3, 3 * (n_comp - 1)))]), n_bands)
+    np.testing.assert_allclose(e.coef_, rule, atol=1e-2)  # held at the rule: first correlations only
     yt = np.array(classes * 10)
     Xt = ssvep_trials(yt, snr=1.0, seed=4)
     assert (np.array(classes)[e.log_proba(Xt).argmax(1)] == yt).mean() > 0.9
@@ -197,9 +207,9 @@ def test_expert_bands_are_checked_and_old_bundles_read_plain_cca():
         CCAExpert.for_classes(CLASSES, SFREQ, bands=[(20, 40)])
     y = np.tile(CLASSES, 5)
     X = ssvep_trials(y)
-    old = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, bands=[None]).fit(X, y)
+    old = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, bands=[None], n_components=1).fit(X, y)
     d = old.to_dict()
-    del d["bands"]  # as written before the filter bank
+    del d["bands"], d["n_components"]  # as written before the filter bank
     np.testing.assert_allclose(CCAExpert.from_dict(d).log_proba(X), old.log_proba(X))
     new = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30)
     with pytest.raises(EEGTransferError, match="reads other features"):

@@ -356,7 +356,8 @@ class CCA(Step):
                 raise EEGTransferError(f"cca weight must be a number or 'population', got {weight!r}")
             weight = prior.fitted_weight_ if prior is not None and prior.fitted_weight_ is not None else 1.0
         expert = CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=weight,
-                                       bands=prior.bands if prior is not None else "auto")
+                                       bands=prior.bands if prior is not None else "auto",
+                                       **({"n_components": prior.n_components} if prior is not None else {}))
         if expert is None:
             raise EEGTransferError(f"step 'cca' needs SSVEP classes named by frequency (such as '13' or "
                                    f"'13Hz'); this model's classes are {bundle.classes}")
