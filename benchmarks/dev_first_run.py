@@ -8,6 +8,10 @@ expert, its pull towards the population, the pretraining monitor); the protocol'
 
     python benchmarks/dev_first_run.py --subjects 1-6 --out benchmarks/out/dev_a &
     python benchmarks/dev_first_run.py --subjects 7-11 --out benchmarks/out/dev_b &
+
+``--pop-cache DIR`` keeps each target's two pretrained populations there and reuses them on the
+next run (their CCA experts are refitted with the current code), so that a change to
+adaptation is measured in minutes.
 """
 
 from __future__ import annotations
@@ -29,21 +33,32 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import balanced_accuracy_score
 
-    from eegtransfer.adaptation import CCA, Align, Head, run_steps
+    from eegtransfer.adaptation import CCA, Align, Head, adapt, run_steps
+    from eegtransfer.adaptation.alignment import align_per_group
+    from eegtransfer.bundle import Bundle
     from eegtransfer.evaluation.loso import PRETRAIN, load
     from eegtransfer.evaluation.protocol import split_target, target_window
-    from eegtransfer.training.pretraining import pretrain
+    from eegtransfer.ssvep import CCAExpert
+    from eegtransfer.training.pretraining import population_cca, pretrain
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--subjects", default="1-11")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pop-cache", type=Path, default=None, help="folder for the pretrained populations")
+    p.add_argument("--merge", type=Path, nargs="+", help="folders of parts to merge into --out (nothing is run)")
     a = p.parse_args(argv)
+    if a.merge:
+        df = pd.concat([pd.read_csv(f / "dev.csv", dtype={"window": str}) for f in a.merge], ignore_index=True)
+        a.out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(a.out / "dev.csv", index=False)
+        write_tables(df, a.out, ",".join(sorted(df["subject"].astype(str).unique(), key=int)))
+        return 0
     lo, _, hi = a.subjects.partition("-")
     targets = list(range(int(lo), int(hi or lo) + 1))
     d = load("Kalunga2016", sfreq=64.0)
     meta, X = d["meta"], d["Xn"]
     y_all = meta["label"].astype(str).to_numpy()
-    rows = []
+    rows, chosen = [], {}
     a.out.mkdir(parents=True, exist_ok=True)
     for target in targets:
         t = (meta["subject"].astype(str) == str(target)).to_numpy()
@@ -53,44 +68,71 @@ def main(argv: list[str] | None = None) -> int:
         pops = {}
         for aligned in (False, True):
             t0 = time.perf_counter()
-            pops[aligned] = pretrain(X[pop], y_all[pop], meta[pop], d["net"], align=aligned, device="cpu", seed=0,
-                                     **PRETRAIN)
+            cached = a.pop_cache / f"{target}-{'aligned' if aligned else 'plain'}" if a.pop_cache else None
+            if cached is not None and cached.exists():
+                b = pops[aligned] = Bundle.load(cached)
+                subjects = meta["subject"].astype(str).to_numpy()[pop]
+                Xp = align_per_group(X[pop], subjects) if aligned else X[pop]
+                b.cca = population_cca(Xp, y_all[pop], b.classes, d["net"], net=b.model, device="cpu",
+                                       val=np.isin(subjects, b.provenance["validation_subjects"]))
+            else:
+                pops[aligned] = pretrain(X[pop], y_all[pop], meta[pop], d["net"], align=aligned, device="cpu",
+                                         seed=0, **PRETRAIN)
+                if cached is not None:
+                    pops[aligned].save(cached)
             print(target, "aligned" if aligned else "plain", round(time.perf_counter() - t0),
-                  pops[aligned].metrics.get("val_acc"), flush=True)
+                  pops[aligned].metrics.get("val_acc"), "expert weight", pops[aligned].cca.fitted_weight_, flush=True)
+        plain_cca = CCAExpert.for_classes(pops[False].classes, d["net"].sfreq, max_freq=d["net"].h_freq, weight=0.0,
+                                          bands=[None], n_components=1).fit(X[pop], y_all[pop], l2=1e-3)
         for label in ("1", "2"):
             w, cal = target_window(mt, first, label, trial_seconds=d["net"].tmax)
             dev = first & ~cal
             Xc, yc, Xd, yd = Xt[cal], yt[cal], Xt[dev], yt[dev]
-            probs = {"cca expert of the population alone": pops[False].cca.log_proba(Xd)}
+            probs = {"cca expert of the population alone": pops[False].cca.log_proba(Xd),
+                     "plain-CCA expert of the population alone": plain_cca.log_proba(Xd)}
+            for aligned, pre in ((False, []), (True, [Align()])):
+                old = pops[aligned].copy()
+                old.cca = plain_cca
+                b = run_steps(old, pre + [CCA()], Xc, yc, device="cpu", seed=0)
+                probs[("align+" if aligned else "") + "cca, plain-CCA expert"] = np.log(b.predict_proba(Xd) + 1e-12)
             for l2 in (0.1, 1.0, 10.0):
                 e = CCA(l2=l2).fit(pops[False].copy(), Xc, yc).cca
                 probs[f"cca expert calibrated, l2={l2:g}, alone"] = e.log_proba(Xd)
             for aligned, pre in ((False, []), (True, [Align()])):
                 name = "align+" if aligned else ""
-                chains = {"none": [], "head unbalanced": [Head(balanced=False)], "head": [Head()],
-                          "cca": [CCA()], "cca weight 0.5": [CCA(weight=0.5)], "head+cca": [Head(), CCA()],
-                          "head+cca weight 0.5": [Head(), CCA(weight=0.5)]}
+                chains = {"none": [], "head": [Head()], "cca": [CCA()], "cca weight 1": [CCA(weight=1.0)],
+                          "head+cca": [Head(), CCA()], "head+cca weight 1": [Head(), CCA(weight=1.0)]}
                 for strat, steps in chains.items():
                     b = run_steps(pops[aligned], pre + steps, Xc, yc, device="cpu", seed=0)
                     probs[(name + strat).replace("+none", "") or "none"] = np.log(b.predict_proba(Xd) + 1e-12)
+                b = adapt(pops[aligned], Xc, yc, strategy="auto", device="cpu", seed=0)
+                probs["auto" + (" (aligned population)" if aligned else "")] = np.log(b.predict_proba(Xd) + 1e-12)
+                chosen["auto" + (" (aligned population)" if aligned else "")] = b.adaptation.chosen
             popb = pops[False]
             for name, lp in probs.items():
                 pred = np.asarray(popb.classes)[lp.argmax(1)]
                 rows.append({"subject": target, "window": label, "method": name, "n_cal": int(cal.sum()),
                              "n_dev": int(dev.sum()), "accuracy": float((pred == yd).mean()),
-                             "balanced_accuracy": float(balanced_accuracy_score(yd, pred))})
+                             "balanced_accuracy": float(balanced_accuracy_score(yd, pred)),
+                             "chosen": chosen.get(name)})
         pd.DataFrame(rows).to_csv(a.out / "dev.csv", index=False)
-    df = pd.DataFrame(rows)
+    write_tables(pd.DataFrame(rows), a.out, a.subjects)
+    return 0
+
+
+def write_tables(df: pd.DataFrame, out: Path, subjects: str) -> None:
+    """dev.md: mean balanced accuracy per method and window, and what auto chose."""
     table = df.pivot_table(index="method", columns="window", values="balanced_accuracy", aggfunc="mean") * 100
     n = df.groupby("method")["subject"].nunique()
-    (a.out / "dev.md").write_text("\n".join([
+    picks = df.dropna(subset=["chosen"]).groupby(["method", "window"])["chosen"].value_counts().unstack(fill_value=0)
+    (out / "dev.md").write_text("\n".join([
         "# Development set: the rest of each subject's first run (the test runs are never read)", "",
-        f"Command: `python benchmarks/dev_first_run.py --subjects {a.subjects} --out {a.out}`. Balanced accuracy "
+        f"Command: `python benchmarks/dev_first_run.py --subjects {subjects} --out {out}`. Balanced accuracy "
         "(%) of the trials of the first run after the calibration window, mean over subjects (n per row); "
         f"calibration and development trials per subject, mean: {df.groupby('window')['n_cal'].mean().round(1).to_dict()}"
         f" and {df.groupby('window')['n_dev'].mean().round(1).to_dict()}.", "",
-        table.round(1).assign(n=n).sort_values(table.columns[-1]).to_markdown(), ""]))
-    return 0
+        table.round(1).assign(n=n).sort_values(table.columns[-1]).to_markdown(), "",
+        "What `auto` chose (subjects per window):", "", picks.to_markdown(), ""]))
 
 
 if __name__ == "__main__":
