@@ -149,7 +149,7 @@ def test_new_setup_benchmark_on_one_target(mne_data):
     d = ns.load([1, 2, 4])
     rows, info = ns.run_target(1, d, epochs=1, adapt_epochs=2)
     df = pd.DataFrame(rows)
-    assert list(df["method"]) == ["CCA 128 Hz", "CCA 64 Hz", "CCA 128 Hz, 6 recorded channels", "EEGNet head",
+    assert list(df["method"]) == ["CCA 128 Hz", "FBCCA 128 Hz", "CCA 64 Hz", "CCA 128 Hz, 6 recorded channels", "EEGNet head",
                                   "EEGNet head+cca", "EEGNet auto", "EEGNet align+head", "EEGNet align+head+cca"]
     assert (df["error"] == "").all() and df["accuracy"].between(0, 1).all()
     assert info["plain"]["classes"] == ["13", "21", "rest"]  # the population never saw 17 Hz
