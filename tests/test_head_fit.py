@@ -1,14 +1,18 @@
-"""Head adaptation on cached trunk features: Newton for affine heads, L-BFGS otherwise."""
+"""Head adaptation on cached trunk features: Newton for affine heads, L-BFGS otherwise, ATCNet's windows."""
 
 import copy
 
 import numpy as np
 import pytest
 import torch
+from conftest import N_CHANS, N_CLASSES, N_TIMES, SFREQ, sine_trials, target_split
 from torch import nn
 
-from eegtransfer.adaptation import fit_head, fit_head_lbfgs
+from eegtransfer.adaptation import adapt, fit_head, fit_head_lbfgs
 from eegtransfer.adaptation import headfit as hf
+from eegtransfer.adaptation.steps import _cached_head_features
+from eegtransfer.models import HEAD, build_model, cached_head
+from eegtransfer.training.engine import module_inputs, predict_logits
 
 
 def _objective(head, feats, y, theta0, l2, balanced=True):
@@ -104,3 +108,142 @@ def test_lbfgs_reports_the_final_objective():
     info = fit_head_lbfgs(head, feats, y, l2=1e-2)
     assert info["loss"] < before
     assert info["loss"] == pytest.approx(_objective(head, feats, y, theta0, 1e-2), rel=1e-5)
+
+
+# --- ATCNet: its dense layers run inside the sliding-window loop --------------------------------
+
+@pytest.fixture(scope="module")
+def atcnet_population(fake_trials):
+    """A tiny ATCNet pretrained one epoch on FakeDataset subjects 2-4 (CPU, seed 0)."""
+    from eegtransfer.training.pretraining import pretrain
+
+    X, meta, recipe = fake_trials
+    pop = (meta["subject"] != "1").to_numpy()
+    return pretrain(X[pop], meta["label"][pop].to_numpy(), meta[pop], recipe, model="ATCNet", epochs=1,
+                    device="cpu", seed=0)
+
+
+def _target(fake_trials):
+    X, meta, _ = fake_trials
+    cal, test = target_split(meta, "1")
+    return X[cal], meta["label"][cal].to_numpy(), X[test], meta["label"][test].to_numpy()
+
+
+def _atcnet_case(case, atcnet_population, fake_trials):
+    """(model, X_fit, y_fit, X_new): the pretrained one-window ATCNet on its data, or a random
+    ATCNet on 8 channels x 512 samples, whose sliding window makes several windows."""
+    if case == "pretrained":
+        Xc, yc, Xt, _ = _target(fake_trials)
+        pop = atcnet_population
+        return copy.deepcopy(pop.model), pop.prepare_input(Xc), pop.encode(yc), pop.prepare_input(Xt)
+    torch.manual_seed(0)
+    model = build_model("ATCNet", 8, 4, 512, 128.0).eval()
+    X = torch.randn(40, 8, 512).numpy()
+    return model, X[:24], np.arange(24) % 4, X[24:]
+
+
+@pytest.mark.parametrize("case", ["pretrained", "windows"])
+def test_atcnet_head_fitted_on_cached_features_is_what_the_network_computes(case, atcnet_population, fake_trials,
+                                                                            one_thread):
+    model, Xf, yf, Xn = _atcnet_case(case, atcnet_population, fake_trials)
+    reference = copy.deepcopy(model)
+    cached, feats = _cached_head_features(model, Xf, "cpu")  # None unless the head gives the logits
+    n_windows = len(model.final_layer)
+    assert (n_windows > 1) == (case == "windows")
+    assert cached.inputs == [f"{HEAD}.{i}" for i in range(n_windows)]
+    assert feats.shape[:2] == (len(Xf), n_windows)
+    assert type(cached.module).__name__ == "GatheredWindowedHead"
+    info = fit_head(cached.module, feats, yf)
+    assert info["solver"] == "lbfgs" and info["iterations"] > 1
+    # the fitted function of the cached features, on new trials, before it is written into the model
+    inputs, _ = module_inputs(model, Xn, cached.inputs)
+    with torch.no_grad():
+        expected = cached.module(cached.features(inputs))
+    cached.commit()
+    got = torch.as_tensor(predict_logits(model, Xn))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, torch.as_tensor(predict_logits(reference, Xn)))
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, reference.state_dict()[k])}
+    assert changed and all(k.startswith(HEAD + ".") for k in changed)
+
+
+def test_atcnet_head_adaptation_takes_the_cached_path_and_changes_only_the_head(atcnet_population, fake_trials):
+    Xc, yc, Xt, _ = _target(fake_trials)
+    pop = atcnet_population
+    before = {k: v.clone() for k, v in pop.model.state_dict().items()}
+    patient = adapt(pop, Xc, yc, strategy="head", device="cpu", guard=False)
+    assert patient.history["solver"] == "lbfgs" and "epochs" not in patient.history  # not AdamW epochs
+    after = patient.model.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(HEAD + ".") for k in changed)
+    assert all(torch.equal(before[k], v) for k, v in pop.model.state_dict().items())  # population untouched
+    # with the guard, on the same trials: the same patient model (the guard only decides whether to keep it)
+    guarded = adapt(pop, Xc, yc, strategy="head", device="cpu", margin=-100.0)
+    assert guarded.adaptation.guard.kept == "head"
+    assert all(torch.equal(v, guarded.model.state_dict()[k]) for k, v in after.items())
+    # the patient's probabilities are the softmax of its head on the cached window features
+    cached = cached_head(patient.model)
+    inputs, _ = module_inputs(patient.model, patient.prepare_input(Xt), cached.inputs)
+    with torch.no_grad():
+        logits = cached.module(cached.features(inputs))
+    np.testing.assert_allclose(patient.predict_proba(Xt), torch.softmax(logits.double(), 1).numpy(), atol=1e-5)
+
+
+def test_atcnet_windows_without_max_norm_share_the_layers_parameters(one_thread):
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    model = build_model("ATCNet", 8, 4, 512, 128.0).eval()  # a fresh one: parametrised classes are shared by copies
+    for layer in model.final_layer:
+        parametrize.remove_parametrizations(layer, "weight")
+    cached = cached_head(model)
+    assert type(cached.module).__name__ == "WindowedHead"
+    assert {id(p) for p in cached.module.parameters()} == {id(p) for p in model.final_layer.parameters()}
+    X = torch.randn(6, 8, 512).numpy()
+    assert _cached_head_features(model, X, "cpu") is not None  # None if the head did not give the logits
+
+
+def test_atcnet_head_learns_a_separable_problem(one_thread):
+    """A random ATCNet trunk on sines whose frequency is the class: the head alone separates them."""
+    X, y = sine_trials(60, seed=3)
+    torch.manual_seed(0)
+    model = build_model("ATCNet", N_CHANS, N_CLASSES, N_TIMES, SFREQ).eval()
+    zero_shot = predict_logits(model, X)
+    cached, feats = _cached_head_features(model, X[:40], "cpu")
+    info = fit_head(cached.module, feats, y[:40], l2=1e-4)
+    cached.commit()
+    logits = predict_logits(model, X)
+    assert info["solver"] == "lbfgs"
+    assert (zero_shot.argmax(1) == y).mean() <= 0.5
+    assert (logits[:40].argmax(1) == y[:40]).mean() >= 0.95
+    assert (logits[40:].argmax(1) == y[40:]).mean() >= 0.8
+
+
+def test_a_head_that_does_not_give_the_logits_is_trained_through_the_network(fake_population, fake_trials,
+                                                                              monkeypatch, caplog):
+    from eegtransfer import models
+
+    Xc, yc, _, _ = _target(fake_trials)
+    real = models.cached_head
+
+    def wrong(model):
+        ch = real(model)
+        ch.module = nn.Sequential(ch.module, nn.Softmax(1))  # not the model's output
+        return ch
+
+    monkeypatch.setattr(models, "cached_head", wrong)
+    with caplog.at_level("WARNING", logger="eegtransfer"):
+        patient = adapt(fake_population, Xc, yc, strategy="head", epochs=2, device="cpu", guard=False)
+    assert "does not give the model's logits" in caplog.text
+    assert patient.history.get("epochs") and "solver" not in patient.history
+
+
+def test_module_inputs_match_head_inputs_and_logits(fake_population, fake_trials):
+    from eegtransfer.training.engine import head_inputs
+
+    Xc, _, _, _ = _target(fake_trials)
+    model, Xa = fake_population.model, fake_population.prepare_input(Xc)
+    (feats,), logits = module_inputs(model, Xa, [HEAD], batch_size=7)
+    torch.testing.assert_close(feats, head_inputs(model, Xa))
+    np.testing.assert_allclose(logits.numpy(), predict_logits(model, Xa), rtol=1e-5, atol=1e-6)
+    assert not feats.is_inference() and not logits.is_inference()

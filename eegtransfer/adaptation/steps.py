@@ -22,6 +22,7 @@ is any object with ``name``, ``supervised`` and ``fit(bundle, X, y, **context)``
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..errors import EEGTransferError
 from .calibration import chronological_split
 from .headfit import HEAD_L2, fit_head
 
+logger = logging.getLogger("eegtransfer")
 CCA_L2 = 1.0
 SUPERVISED = ("head", "last-k", "full")
 UNSUPERVISED = ("align", "bn")  # in the order they run
@@ -173,8 +175,9 @@ class Head(_Supervised):
         Full-batch solver: every class weighs the same in the data term (see :func:`fit_head`).
     solver : {"lbfgs", "sgd"}
         ``"lbfgs"``: a full-batch, deterministic fit on cached trunk features, no epochs
-        (:func:`fit_head`: exact Newton for a head that is affine in them, L-BFGS otherwise);
-        ``"sgd"``: AdamW epochs through the frozen network, with early stopping.
+        (:func:`fit_head`: exact Newton for a head that is affine in them, L-BFGS otherwise, as
+        for ATCNet's per-window layers); ``"sgd"``: AdamW epochs through the frozen network, with
+        early stopping.
     """
 
     name = "head"
@@ -188,21 +191,51 @@ class Head(_Supervised):
 
     def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
             X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
-        from ..models import HEAD, final_parameter_names, head_is_callable
-        from ..training.engine import head_inputs
+        from ..models import final_parameter_names
 
         yi, new = self._labels(bundle, y, device)
         Xa = bundle.prepare_input(X)
         model = bundle.model
         self.facts_ = {"new_head": new, "trainable": final_parameter_names(model, bundle.model_name, k=0)}
-        if self.solver == "lbfgs" and head_is_callable(model):
-            # The frozen trunk gives the same features every iteration: compute them once.
-            feats = head_inputs(model, Xa, HEAD, device=device)
-            bundle.history = fit_head(getattr(model, HEAD), feats, yi, l2=self.l2, prior="zero" if new else "start",
-                                      balanced=self.balanced)
-            return bundle
+        if self.solver == "lbfgs":
+            cached = _cached_head_features(model, Xa, device)
+            if cached is not None:
+                # The frozen trunk gives the same features every iteration: they were computed once.
+                head, feats = cached
+                bundle.history = fit_head(head.module, feats, yi, l2=self.l2, prior="zero" if new else "start",
+                                          balanced=self.balanced)
+                head.commit()
+                return bundle
         self.facts_.update(self._train(bundle, Xa, yi, self.facts_["trainable"], 1e-2, device, seed))
         return bundle
+
+
+def _cached_head_features(model: Any, X: np.ndarray, device: Any) -> tuple[Any, Any] | None:
+    """``(cached head, features)``: the head as a function of the frozen trunk's output on ``X``
+    (:class:`eegtransfer.models.CachedHead`) and that output.
+
+    ``None`` when the model has no such head (:func:`eegtransfer.models.cached_head`), or when the
+    head on those features does not give the model's own logits; the head is then trained
+    through the frozen network.
+    """
+    import torch
+
+    from ..models import cached_head
+    from ..training.engine import module_inputs
+
+    ch = cached_head(model)
+    if ch is None:
+        return None
+    inputs, logits = module_inputs(model, X, ch.inputs, device=device)
+    feats = ch.features(inputs)
+    with torch.no_grad():
+        out = ch.module.to(feats.device)(feats).float()
+    scale = 1.0 + float(logits.abs().max()) if logits.numel() else 1.0
+    if out.shape != logits.shape or not torch.allclose(out, logits, rtol=1e-3, atol=1e-4 * scale):
+        logger.warning("%s's head on cached features does not give the model's logits; training it through "
+                       "the frozen network instead (slower)", type(model).__name__)
+        return None
+    return ch, feats
 
 
 class LastK(_Supervised):
