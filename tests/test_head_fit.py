@@ -247,3 +247,28 @@ def test_module_inputs_match_head_inputs_and_logits(fake_population, fake_trials
     torch.testing.assert_close(feats, head_inputs(model, Xa))
     np.testing.assert_allclose(logits.numpy(), predict_logits(model, Xa), rtol=1e-5, atol=1e-6)
     assert not feats.is_inference() and not logits.is_inference()
+
+
+@pytest.mark.parametrize("which", ["EEGNet", "ATCNet"])
+def test_the_guard_of_a_lone_head_runs_the_trunk_once_and_scores_as_cross_fit(which, fake_population,
+                                                                             atcnet_population, fake_trials,
+                                                                             monkeypatch):
+    from eegtransfer.adaptation import Head, core, cross_fit
+    from eegtransfer.adaptation.guard import cross_fit_head
+
+    pop = fake_population if which == "EEGNet" else atcnet_population
+    Xc, yc, _, _ = _target(fake_trials)
+    fast = cross_fit_head(pop, Head(), Xc, yc, device="cpu")
+    fit = core._fitter(pop, Xc, yc, device="cpu", seed=0)
+    slow = cross_fit({"head": fit([Head()]), "zero-shot": lambda mask: pop}, Xc, yc)
+    assert set(fast) == set(slow) == {"head", "zero-shot"}
+    for cand in slow:
+        assert fast[cand]["log_loss"] == pytest.approx(slow[cand]["log_loss"], abs=1e-4)
+        assert fast[cand]["accuracy"] == pytest.approx(slow[cand]["accuracy"])
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a lone head step should not go through the generic cross_fit")
+
+    monkeypatch.setattr(core, "cross_fit", refused)
+    patient = adapt(pop, Xc, yc, strategy="head", device="cpu")
+    assert patient.adaptation.guard.compared == fast

@@ -210,9 +210,10 @@ class Head(_Supervised):
         return bundle
 
 
-def _cached_head_features(model: Any, X: np.ndarray, device: Any) -> tuple[Any, Any] | None:
+def _cached_head_features(model: Any, X: np.ndarray, device: Any, *, with_logits: bool = False
+                          ) -> tuple[Any, ...] | None:
     """``(cached head, features)``: the head as a function of the frozen trunk's output on ``X``
-    (:class:`eegtransfer.models.CachedHead`) and that output.
+    (:class:`eegtransfer.models.CachedHead`) and that output; ``with_logits``: and the model's logits.
 
     ``None`` when the model has no such head (:func:`eegtransfer.models.cached_head`), or when the
     head on those features does not give the model's own logits; the head is then trained
@@ -235,7 +236,7 @@ def _cached_head_features(model: Any, X: np.ndarray, device: Any) -> tuple[Any, 
         logger.warning("%s's head on cached features does not give the model's logits; training it through "
                        "the frozen network instead (slower)", type(model).__name__)
         return None
-    return ch, feats
+    return (ch, feats, logits) if with_logits else (ch, feats)
 
 
 class LastK(_Supervised):
