@@ -26,7 +26,7 @@ Usage::
     MNE_DATA=/path/to/mne_data python benchmarks/speed.py            # ~10 min on 2 busy cores
     python benchmarks/speed.py --quick --device cpu --out /tmp/speed  # a smoke run
     python benchmarks/speed.py --no-compile                          # without the compiled variants
-    python benchmarks/speed.py --head-only --out /tmp/head           # head adaptation only (~1 min)
+    python benchmarks/speed.py --head-only --out /tmp/head           # head adaptation only (~15 s)
 
 Results: ``OUT/speed.csv`` and ``OUT/speed.md`` (default ``benchmarks/results``).
 Without the Kalunga2016 cache (``MNE_DATA``) the Kalunga rows are skipped.
