@@ -26,6 +26,7 @@ Usage::
     MNE_DATA=/path/to/mne_data python benchmarks/speed.py            # ~10 min on 2 busy cores
     python benchmarks/speed.py --quick --device cpu --out /tmp/speed  # a smoke run
     python benchmarks/speed.py --no-compile                          # without the compiled variants
+    python benchmarks/speed.py --head-only --out /tmp/head           # head adaptation only (~15 s)
 
 Results: ``OUT/speed.csv`` and ``OUT/speed.md`` (default ``benchmarks/results``).
 Without the Kalunga2016 cache (``MNE_DATA``) the Kalunga rows are skipped.
@@ -389,8 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-epochs", type=int, default=None, help="head adaptation epochs (default 100)")
     ap.add_argument("--no-compile", action="store_true",
                     help="skip the compiled variants (ours compile=True, EEGClassifier compile=True)")
-    ap.add_argument("--pretrain-only", action="store_true",
-                    help="measure pretraining only (no head adaptation, memory or start-up)")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--pretrain-only", action="store_true",
+                      help="measure pretraining only (no head adaptation, memory or start-up)")
+    only.add_argument("--head-only", action="store_true",
+                      help="measure head adaptation only (no pretraining epochs, memory or start-up)")
     ap.add_argument("--warm-compile-cache", action="store_true",
                     help="keep torch's on-disk compile cache (default: a fresh one, so that compile times "
                          "are those of a first run)")
@@ -465,12 +469,15 @@ def main(argv: list[str] | None = None) -> int:
         sets.append((f"Kalunga2016 ({len(yk)} x {Xk.shape[1]} x {Xk.shape[2]})", shape_k, Xk, yk, epochs))
     else:
         notes.append("Kalunga2016 cache absent (set MNE_DATA): Kalunga rows skipped.")
-    Xb, yb = synthetic_bnci(bnci_trials)
-    sets.append((f"BNCI2014_001-shaped synthetic ({bnci_trials} x 22 x 1000)", BNCI, Xb, yb, bnci_epochs))
+    if not args.head_only:
+        Xb, yb = synthetic_bnci(bnci_trials)
+        sets.append((f"BNCI2014_001-shaped synthetic ({bnci_trials} x 22 x 1000)", BNCI, Xb, yb, bnci_epochs))
 
     # pretraining epochs: four variants, interleaved
     missed_pretrain: list[tuple[str, dict[str, Any], Any, Any]] = []
-    for label, shape, X, y, n_ep in sets:
+    if args.head_only:
+        notes.append("--head-only: pretraining, memory and start-up not measured.")
+    for label, shape, X, y, n_ep in sets if not args.head_only else []:
         for name in MODELS:
             print(f"pretraining {name} on {label}", file=sys.stderr, flush=True)
             r = time_pretraining(name, shape, X, y, epochs=n_ep, warmup_trials=2 * bs, batch_size=bs, lr=lr,
@@ -552,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
                     "depend on them)")
     else:
         notes.append("head adaptation not measured: needs the Kalunga2016 cache.")
+    if args.head_only:
+        write(args.out, rows, notes, [], info(), table)
+        return 0
 
     # peak memory, fresh process each
     mem_batches = 2 if quick else 3

@@ -288,12 +288,19 @@ class Bundle:
         device : str | None
             ``None`` predicts where the model is (see :meth:`load` and :meth:`to`).
         """
-        import torch
-
         from .training.engine import predict_logits
 
         X = self._as_trials(data)
-        logits = torch.as_tensor(predict_logits(self.model, self.prepare_input(X), device=device))
+        return self.proba_from_logits(predict_logits(self.model, self.prepare_input(X), device=device), X)
+
+    def proba_from_logits(self, logits: Any, X: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` given the network's logits on the preprocessed trials ``X``.
+
+        The CCA expert, when there is one, reads ``X`` (before alignment).
+        """
+        import torch
+
+        logits = torch.as_tensor(logits).detach().cpu()
         logp = torch.log_softmax(logits.double(), dim=1).numpy()
         if self.cca is not None and self.cca.weight > 0 and len(X):
             # A product of experts: the network's probabilities times the CCA expert's.

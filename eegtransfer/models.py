@@ -9,6 +9,7 @@ so that "the last k blocks" has a meaning.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from .errors import EEGTransferError, close_names
@@ -157,7 +158,8 @@ def batchnorm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def head_is_callable(model: nn.Module) -> bool:
     """Whether ``model.final_layer`` is one module applied last, so it can run on cached features.
 
-    ATCNet's head is a ModuleList applied per window: it cannot.
+    ATCNet's head is a ModuleList applied per window: it runs on cached features through
+    :func:`cached_head` instead.
     """
     from torch import nn
 
@@ -165,6 +167,132 @@ def head_is_callable(model: nn.Module) -> bool:
     children = [n for n, _ in model.named_children()]
     return (isinstance(head, nn.Module) and not isinstance(head, nn.ModuleList)
             and bool(children) and children[-1] == HEAD)
+
+
+class CachedHead:
+    """How head-only adaptation runs ``model``'s head on cached trunk features.
+
+    Attributes
+    ----------
+    inputs : list of str
+        Modules whose inputs are cached (:func:`eegtransfer.training.engine.module_inputs`): the
+        head, or ATCNet's dense layer of each sliding window.
+    windows : bool
+        Whether the inputs are one per window, stacked by :meth:`features`.
+    module : torch.nn.Module
+        Maps :meth:`features` to the model's output. Fitting its parameters fits the head once
+        :meth:`commit` has run: they are the head's own, or a copy gathered in fewer tensors.
+    """
+
+    def __init__(self, inputs: list[str], module: nn.Module, *, windows: bool = False) -> None:
+        self.inputs, self.module, self.windows = inputs, module, windows
+
+    def features(self, inputs: list[Any]) -> Any:
+        """The cached inputs as one tensor: the head's input, or the windows' stacked (n, n_windows, F)."""
+        import torch
+
+        return torch.stack(inputs, 1) if self.windows else inputs[0]
+
+    def commit(self) -> None:
+        """Write ``module``'s parameters into the model's head (a no-op when they are the head's own)."""
+        commit = getattr(self.module, "commit", None)
+        if commit is not None:
+            commit()
+
+
+@functools.cache
+def _window_heads() -> tuple[type, type]:
+    """``(WindowedHead, GatheredWindowedHead)``: ATCNet's head on cached window features."""
+    import torch
+    from torch import nn
+
+    class WindowedHead(nn.Module):
+        """Input (n, n_windows, F): the mean over windows of each window's dense layer, then the
+        model's ``out_fun``, as in ``ATCNet.forward``. With ``concat=True`` there is one "window",
+        the concatenated features. The parameters are the layers' own."""
+
+        def __init__(self, layers: nn.ModuleList, out: nn.Module) -> None:
+            super().__init__()
+            self.layers, self.out = layers, out
+
+        def forward(self, x: Any) -> Any:
+            outs = [layer(x[:, w]) for w, layer in enumerate(self.layers)]
+            return self.out(torch.stack(outs).mean(0) if len(outs) > 1 else outs[0])
+
+    class GatheredWindowedHead(nn.Module):
+        """The same function as ``WindowedHead`` for braindecode's ``MaxNormLinear`` layers, in two
+        tensors: ``original`` holds the windows' unconstrained weights side by side (n_classes,
+        n_windows * F), ``bias`` their biases (n_windows, n_classes). ``MaxNorm`` scales each column
+        by its own norm, so one ``MaxNorm`` of the weights side by side is each window's weight, and
+        the mean over windows is one product: a fraction of the operations of ``WindowedHead``, for
+        a solver that calls it hundreds of times. :meth:`commit` writes the tensors back."""
+
+        def __init__(self, layers: nn.ModuleList, out: nn.Module) -> None:
+            super().__init__()
+            self._layers = list(layers)  # a plain list: their parameters are not this module's
+            self.original = nn.Parameter(torch.cat([m.parametrizations.weight.original.detach()
+                                                    for m in layers], 1).clone())
+            self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone())
+            self.norm, self.out = layers[0].parametrizations.weight[0], out
+
+        def forward(self, x: Any) -> Any:
+            return self.out(x.flatten(1) @ self.norm(self.original).T / len(self._layers) + self.bias.mean(0))
+
+        def commit(self) -> None:
+            with torch.no_grad():
+                for m, original, bias in zip(self._layers, self.original.chunk(len(self._layers), 1), self.bias):
+                    m.parametrizations.weight.original.copy_(original)
+                    m.bias.copy_(bias)
+
+    return WindowedHead, GatheredWindowedHead
+
+
+def _gatherable(layers: Any) -> bool:
+    """Whether ATCNet's window layers are ``nn.Linear``s whose weight has one parametrisation, the
+    same braindecode ``MaxNorm`` (same settings), which acts on each column alone."""
+    import torch
+    from torch import nn
+    from torch.nn.utils import parametrize
+
+    pars = []
+    for m in layers:
+        if (not isinstance(m, nn.Linear) or type(m).forward is not nn.Linear.forward or m.bias is None
+                or not parametrize.is_parametrized(m, "weight") or len(m.parametrizations) != 1
+                or len(m.parametrizations.weight) != 1):
+            return False
+        par = m.parametrizations.weight[0]
+        if type(par).__name__ != "MaxNorm" or type(par).__module__ != "braindecode.modules.parametrization":
+            return False
+        pars.append(par)
+    if any((p.max_norm_val, p.eps) != (pars[0].max_norm_val, pars[0].eps) for p in pars) \
+            or len({m.weight.shape for m in layers}) != 1:
+        return False
+    with torch.no_grad():  # and it does act column by column, on these weights
+        originals = [m.parametrizations.weight.original for m in layers]
+        apart = torch.cat([pars[0](o) for o in originals], 1)
+        return bool(torch.allclose(pars[0](torch.cat(originals, 1)), apart, rtol=1e-6, atol=1e-7))
+
+
+def cached_head(model: nn.Module) -> CachedHead | None:
+    """The head of ``model`` as a function of cached features, or ``None`` where there is none.
+
+    One module applied last (:func:`head_is_callable`): its input. ATCNet: the input of each
+    window's dense layer, stacked; the module averages the windows' outputs as the model does.
+    The caller checks that the module reproduces the model's logits on the cached features, and
+    calls :meth:`CachedHead.commit` after fitting it.
+    """
+    from torch import nn
+
+    if head_is_callable(model):
+        return CachedHead([HEAD], getattr(model, HEAD))
+    head = getattr(model, HEAD, None)
+    if type(model).__name__ == "ATCNet" and isinstance(head, nn.ModuleList) and len(head):
+        out = getattr(model, "out_fun", None)
+        out = out if isinstance(out, nn.Module) else nn.Identity()
+        windowed, gathered = _window_heads()
+        module = gathered(head, out) if _gatherable(head) else windowed(head, out)
+        return CachedHead([f"{HEAD}.{i}" for i in range(len(head))], module, windows=True)
+    return None
 
 
 def with_new_head(model: nn.Module, name: str, n_outputs: int, n_chans: int, n_times: int,

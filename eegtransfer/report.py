@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .bundle import Bundle
 
 SEVERITIES = ("high", "medium", "low", "info")
-_SOLVERS = {"lbfgs": "L-BFGS"}
+_SOLVERS = {"lbfgs": "L-BFGS", "newton": "Newton's method (exact, on the span of the trunk features)"}
 _BOOTSTRAP = {"high": "danger", "medium": "warning", "low": "info", "info": "secondary"}
 #: Below this p-value a score counts as above chance (one-sided binomial test).
 ALPHA = 0.05
@@ -569,7 +569,7 @@ def _training_text(history: dict[str, Any]) -> str:
         return (f"{len(epochs)} epochs; the weights of epoch {history.get('best_epoch')} were kept"
                 + (" (stopped early)." if history.get("stopped_early") else "."))
     if history.get("iterations") is not None:
-        # A full-batch solver (L-BFGS on the head) has no epochs to plot.
+        # A full-batch solver (Newton or L-BFGS on the head) has no epochs to plot.
         return (f"No epoch-by-epoch curve: the head was fitted with "
                 f"{_SOLVERS.get(str(history.get('solver')), 'a full-batch solver')} in {history['iterations']} "
                 f"iterations, final objective {fmt_value(history.get('loss'))}.")

@@ -25,6 +25,7 @@ from .calibration import (
 )
 from .core import adapt, run_steps
 from .guard import MARGIN, chronological_folds, cross_fit
+from .headfit import fit_head, fit_head_lbfgs
 from .report import AdaptationReport, GuardDecision
 from .steps import (
     CCA,
@@ -37,13 +38,12 @@ from .steps import (
     LastK,
     Step,
     adabn,
-    fit_head_lbfgs,
     parse_strategy,
 )
 
 __all__ = [
     "CCA", "HEAD_L2", "MARGIN", "STRATEGIES", "AdaBN", "AdaptationReport", "Align", "Full", "GuardDecision", "Head",
     "LastK", "Step", "adabn", "adapt", "alignment_matrix", "apply_alignment", "auto_candidates",
-    "check_class_counts", "chronological_folds", "chronological_split", "cross_fit", "fit_head_lbfgs",
-    "parse_strategy", "required_classes", "run_steps", "select_calibration", "timeline", "timeline_length",
+    "check_class_counts", "chronological_folds", "chronological_split", "cross_fit", "fit_head",
+    "fit_head_lbfgs", "parse_strategy", "required_classes", "run_steps", "select_calibration", "timeline", "timeline_length",
 ]

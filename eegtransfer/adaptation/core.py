@@ -12,9 +12,9 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import EEGTransferError
 from .calibration import check_class_counts, required_classes
-from .guard import MARGIN, cross_fit, decide
+from .guard import MARGIN, cross_fit, cross_fit_head, decide
 from .report import AdaptationReport
-from .steps import HEAD_L2, Step, parse_strategy
+from .steps import HEAD_L2, Head, Step, parse_strategy
 
 logger = logging.getLogger("eegtransfer")
 
@@ -137,11 +137,16 @@ def adapt(
     kept = steps
     if not skipped:
         prefix = [s for s in steps if not s.supervised]
-        cands = {name: fit(steps), "zero-shot": lambda mask: bundle}
-        if prefix:
-            cands["+".join(s.name for s in prefix)] = fit(prefix)
-        decision = decide(cross_fit(cands, X, labels, n_folds=n_folds), name, n_compared=len(X),
-                          margin=margin, n_folds=n_folds)
+        scores = None
+        if len(steps) == 1 and type(steps[0]) is Head and steps[0].solver == "lbfgs":
+            # the head alone: every candidate shares the population's trunk, run once
+            scores = cross_fit_head(bundle, steps[0], X, labels, name=name, n_folds=n_folds, device=dev)
+        if scores is None:
+            cands = {name: fit(steps), "zero-shot": lambda mask: bundle}
+            if prefix:
+                cands["+".join(s.name for s in prefix)] = fit(prefix)
+            scores = cross_fit(cands, X, labels, n_folds=n_folds)
+        decision = decide(scores, name, n_compared=len(X), margin=margin, n_folds=n_folds)
         kept = steps if decision.kept == name else prefix if decision.kept != "zero-shot" else []
         (logger.info if decision.kept == name else logger.warning)(decision.reason)
     new = fit(kept)(np.ones(len(X), bool))

@@ -13,6 +13,7 @@ otherwise the best fallback is kept. Accuracies are reported alongside.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,12 @@ def chronological_folds(labels: np.ndarray, n_folds: int = 2) -> np.ndarray:
 
 def _log_loss(bundle: Bundle, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Summed log-loss and number correct of ``bundle`` on labelled trials."""
-    proba = np.clip(bundle.predict_proba(X), 1e-7, 1.0)
-    idx = bundle.encode(y)
+    return _score(bundle.predict_proba(X), bundle.encode(y))
+
+
+def _score(proba: np.ndarray, idx: np.ndarray) -> tuple[float, float]:
+    """Summed log-loss and number correct of class probabilities against class indices."""
+    proba = np.clip(proba, 1e-7, 1.0)
     return float(-np.log(proba[np.arange(len(idx)), idx]).sum()), float((proba.argmax(1) == idx).sum())
 
 
@@ -78,6 +83,49 @@ def cross_fit(candidates: dict[str, Callable[[np.ndarray], Bundle]], X: np.ndarr
             totals[name][0] += loss
             totals[name][1] += correct
     return {name: {"log_loss": t[0] / len(y), "accuracy": t[1] / len(y)} for name, t in totals.items()}
+
+
+def cross_fit_head(bundle: Bundle, step: Any, X: np.ndarray, y: np.ndarray, *, name: str = "head",
+                   n_folds: int = 2, device: Any = None) -> dict[str, dict[str, float]] | None:
+    """:func:`cross_fit` of a lone head step (``name``) and the zero-shot model, the trunk run once.
+
+    The head step changes the head only, so every candidate of every fold shares the population's
+    trunk: its features (and the zero-shot logits) come from one pass over all the calibration
+    trials; each fold fits a copy of the head on the other folds' features, as
+    :class:`~eegtransfer.adaptation.Head` would, and scores it on its own. The scores are those
+    of ``cross_fit({name: ..., "zero-shot": ...})`` up to float rounding, without a copy of the
+    bundle or a pass of the trunk per fold and candidate. ``None`` where the head does not run on
+    cached features (use :func:`cross_fit`).
+    """
+    import copy
+
+    import torch
+
+    from ..training.engine import model_device, same_device
+    from .headfit import fit_head
+    from .steps import _cached_head_features
+
+    model = bundle.model
+    if device is not None and not same_device(model_device(model), device):
+        model = copy.deepcopy(model).to(device)  # the population stays where it is
+    cached = _cached_head_features(model, bundle.prepare_input(X), device, with_logits=True)
+    if cached is None:
+        return None
+    head, feats, zero_shot = cached
+    idx = bundle.encode(y)
+    folds = chronological_folds(y, n_folds)
+    totals = {name: [0.0, 0.0], "zero-shot": [0.0, 0.0]}
+    for k in range(n_folds):
+        held = folds == k
+        fitted = copy.deepcopy(head.module)
+        fit_head(fitted, feats[~held], idx[~held], l2=step.l2, prior="start", balanced=step.balanced)
+        with torch.no_grad():
+            logits = {name: fitted(feats[held]), "zero-shot": zero_shot[held]}
+        for cand, lg in logits.items():
+            loss, correct = _score(bundle.proba_from_logits(lg, X[held]), idx[held])
+            totals[cand][0] += loss
+            totals[cand][1] += correct
+    return {cand: {"log_loss": t[0] / len(y), "accuracy": t[1] / len(y)} for cand, t in totals.items()}
 
 
 def decide(scores: dict[str, dict[str, float]], adapted: str, *, n_compared: int, margin: float = MARGIN,

@@ -8,7 +8,7 @@ population bundle) and records what it did in ``facts_``. Label-free steps run f
   stored in the bundle, no weight changes.
 - ``AdaBN`` (no labels): batch-norm running statistics re-estimated on the patient.
 - ``Head`` (labels): the classification head, an L2-SP logistic regression on cached trunk
-  features (L-BFGS), or AdamW epochs.
+  features (:func:`~eegtransfer.adaptation.headfit.fit_head`: Newton or L-BFGS), or AdamW epochs.
 - ``LastK`` (labels): the last ``k`` blocks and the head (AdamW, early stopping).
 - ``Full`` (labels): every layer, with a small learning rate.
 - ``CCA`` (labels, SSVEP classes): a canonical-correlation expert (:class:`eegtransfer.ssvep.CCAExpert`)
@@ -22,7 +22,7 @@ is any object with ``name``, ``supervised`` and ``fit(bundle, X, y, **context)``
 
 from __future__ import annotations
 
-import time
+import logging
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,9 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import EEGTransferError
 from .calibration import chronological_split
+from .headfit import HEAD_L2, fit_head
 
-HEAD_L2 = 1e-2
+logger = logging.getLogger("eegtransfer")
 CCA_L2 = 1.0
 SUPERVISED = ("head", "last-k", "full")
 UNSUPERVISED = ("align", "bn")  # in the order they run
@@ -168,13 +169,15 @@ class Head(_Supervised):
     Parameters
     ----------
     l2 : float
-        L-BFGS solver: strength of the pull towards the pretrained head (towards zero for a
+        Full-batch solver: strength of the pull towards the pretrained head (towards zero for a
         new head), per parameter on the summed squares; the data term is a mean over trials.
     balanced : bool
-        L-BFGS solver: every class weighs the same in the data term (see :func:`fit_head_lbfgs`).
+        Full-batch solver: every class weighs the same in the data term (see :func:`fit_head`).
     solver : {"lbfgs", "sgd"}
-        ``"lbfgs"``: full-batch L-BFGS on cached trunk features (deterministic, no epochs);
-        ``"sgd"``: AdamW epochs with early stopping.
+        ``"lbfgs"``: a full-batch, deterministic fit on cached trunk features, no epochs
+        (:func:`fit_head`: exact Newton for a head that is affine in them, L-BFGS otherwise, as
+        for ATCNet's per-window layers); ``"sgd"``: AdamW epochs through the frozen network, with
+        early stopping.
     """
 
     name = "head"
@@ -188,21 +191,52 @@ class Head(_Supervised):
 
     def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
             X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
-        from ..models import HEAD, final_parameter_names, head_is_callable
-        from ..training.engine import head_inputs
+        from ..models import final_parameter_names
 
         yi, new = self._labels(bundle, y, device)
         Xa = bundle.prepare_input(X)
         model = bundle.model
         self.facts_ = {"new_head": new, "trainable": final_parameter_names(model, bundle.model_name, k=0)}
-        if self.solver == "lbfgs" and head_is_callable(model):
-            # The frozen trunk gives the same features every iteration: compute them once.
-            feats = head_inputs(model, Xa, HEAD, device=device)
-            bundle.history = fit_head_lbfgs(getattr(model, HEAD), feats, yi, l2=self.l2,
-                                            prior="zero" if new else "start", balanced=self.balanced)
-            return bundle
+        if self.solver == "lbfgs":
+            cached = _cached_head_features(model, Xa, device)
+            if cached is not None:
+                # The frozen trunk gives the same features every iteration: they were computed once.
+                head, feats = cached
+                bundle.history = fit_head(head.module, feats, yi, l2=self.l2, prior="zero" if new else "start",
+                                          balanced=self.balanced)
+                head.commit()
+                return bundle
         self.facts_.update(self._train(bundle, Xa, yi, self.facts_["trainable"], 1e-2, device, seed))
         return bundle
+
+
+def _cached_head_features(model: Any, X: np.ndarray, device: Any, *, with_logits: bool = False
+                          ) -> tuple[Any, ...] | None:
+    """``(cached head, features)``: the head as a function of the frozen trunk's output on ``X``
+    (:class:`eegtransfer.models.CachedHead`) and that output; ``with_logits``: and the model's logits.
+
+    ``None`` when the model has no such head (:func:`eegtransfer.models.cached_head`), or when the
+    head on those features does not give the model's own logits; the head is then trained
+    through the frozen network.
+    """
+    import torch
+
+    from ..models import cached_head
+    from ..training.engine import module_inputs
+
+    ch = cached_head(model)
+    if ch is None:
+        return None
+    inputs, logits = module_inputs(model, X, ch.inputs, device=device)
+    feats = ch.features(inputs)
+    with torch.no_grad():
+        out = ch.module.to(feats.device)(feats).float()
+    scale = 1.0 + float(logits.abs().max()) if logits.numel() else 1.0
+    if out.shape != logits.shape or not torch.allclose(out, logits, rtol=1e-3, atol=1e-4 * scale):
+        logger.warning("%s's head on cached features does not give the model's logits; training it through "
+                       "the frozen network instead (slower)", type(model).__name__)
+        return None
+    return (ch, feats, logits) if with_logits else (ch, feats)
 
 
 class LastK(_Supervised):
@@ -237,80 +271,6 @@ class Full(_Supervised):
         self.facts_ = {"new_head": new, "trainable": names}
         self.facts_.update(self._train(bundle, bundle.prepare_input(X), yi, None, 1e-4, device, seed))
         return bundle
-
-
-def fit_head_lbfgs(head: Any, feats: Any, y: np.ndarray, *, l2: float = HEAD_L2, max_iter: int = 100,
-                   device: Any = None, prior: str = "start", balanced: bool = True) -> dict[str, Any]:
-    """Fit the head as an L2-regularised multinomial logistic regression, in place.
-
-    Minimises ``cross_entropy(head(feats), y) + l2 * ||theta - theta_0||^2`` with full-batch
-    L-BFGS from the head's current weights. ``prior="start"``: ``theta_0`` is those weights,
-    the pretrained head (L2-SP: with few trials ``l2`` large keeps zero-shot); ``prior="zero"``
-    for a new, randomly initialised head, which carries no knowledge.
-
-    Parameters
-    ----------
-    head : torch.nn.Module
-        Maps ``feats`` to (n_trials, n_classes) logits.
-    feats : torch.Tensor, shape (n_trials, ...)
-        Cached trunk outputs (:func:`eegtransfer.training.engine.head_inputs`).
-    y : ndarray of int, shape (n_trials,)
-    l2 : float
-    max_iter : int
-    device : str | torch.device | None
-        Where to fit; ``None``: where ``feats`` are. The head stays there.
-    prior : {"start", "zero"}
-    balanced : bool
-        Weight the trials so that every class counts the same (a chronological calibration
-        window is mostly the class recorded first, such as Kalunga2016's opening ``rest``).
-
-    Returns
-    -------
-    info : dict
-        ``loss`` (final objective), ``iterations``, ``seconds``, ``l2``, ``prior`` and ``balanced``.
-    """
-    if prior not in ("start", "zero"):
-        raise EEGTransferError(f"prior= must be 'start' or 'zero', got {prior!r}")
-    import torch
-    from torch import nn
-
-    t0 = time.perf_counter()
-    xf = torch.as_tensor(feats, dtype=torch.float32)
-    device = xf.device if device is None else device
-    xf = xf.to(device)
-    head.to(device).eval()
-    params = list(head.parameters())
-    theta0 = [p.detach().clone() if prior == "start" else torch.zeros_like(p) for p in params]
-    for p in params:
-        p.requires_grad_(True)
-    yt = torch.as_tensor(y, dtype=torch.long).to(device)
-    cw = None
-    if balanced:  # every class counts the same, however many trials it has
-        counts = torch.bincount(yt, minlength=int(yt.max()) + 1).float()
-        cw = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
-        cw = torch.cat([cw, torch.zeros(max(0, _n_outputs(head, xf) - len(cw)), device=cw.device)])
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
-    calls = [0]
-
-    def closure() -> Any:
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(head(xf).float(), yt, weight=cw)
-        loss = loss + l2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, theta0))
-        loss.backward()
-        calls[0] += 1
-        return loss
-
-    loss = opt.step(closure)
-    return {"loss": float(loss.detach()), "iterations": calls[0], "seconds": time.perf_counter() - t0,
-            "solver": "lbfgs", "l2": l2, "prior": prior, "balanced": balanced}
-
-
-def _n_outputs(head: Any, xf: Any) -> int:
-    import torch
-
-    with torch.no_grad():
-        return int(head(xf[:1]).shape[1])
 
 
 class CCA(Step):

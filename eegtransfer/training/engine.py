@@ -921,11 +921,35 @@ def head_inputs(model: nn.Module, X: np.ndarray | torch.Tensor, head: str = "fin
     once instead of once per epoch. The result stays on the model's device
     and is an ordinary tensor (not an inference-mode one), so it can be trained on.
     """
-    module = dict(model.named_modules())[head]
-    feats: list[torch.Tensor] = []
-    hook = module.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach().float()))
+    return module_inputs(model, X, [head], device=device, batch_size=batch_size)[0][0]
+
+
+def module_inputs(model: nn.Module, X: np.ndarray | torch.Tensor, names: list[str], *,
+                  device: str | torch.device | None = None, batch_size: int = 256
+                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """What each named module receives (its first input) in one eval-mode pass, and the model's logits.
+
+    Returns ``(inputs, logits)``: ``inputs[j]`` stacks, over the trials, the input of ``names[j]``
+    (a module must run once per forward pass); ``logits`` is the model's output for the same
+    pass, float32. All stay on the model's device as ordinary tensors (not inference-mode ones),
+    so they can be trained on.
+    """
+    modules = dict(model.named_modules())
+    seen: list[list[torch.Tensor]] = [[] for _ in names]
+    hooks = [modules[n].register_forward_hook(lambda m, inp, out, j=j: seen[j].append(inp[0].detach().float()))
+             for j, n in enumerate(names)]
+    logits = []
+
+    def keep(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
+        logits.append(out.detach().float())
+
+    hooks.append(model.register_forward_hook(keep))
     try:
         predict_logits(model, X, device=device, batch_size=batch_size)
     finally:
-        hook.remove()
-    return torch.cat(feats).clone() if feats else torch.zeros(0)
+        for h in hooks:
+            h.remove()
+    if any(len(s) != len(logits) for s in seen):
+        raise EEGTransferError(f"modules {names} did not each run once per forward pass of {type(model).__name__}")
+    return ([torch.cat(s).clone() if s else torch.zeros(0) for s in seen],
+            torch.cat(logits).clone() if logits else torch.zeros(0))
