@@ -38,7 +38,8 @@ SUPERVISED = ("head", "last-k", "full")
 UNSUPERVISED = ("align", "bn")  # in the order they run
 EXPERTS = ("cca",)  # after the network's steps
 STRATEGIES = ("none", "head", "last-k", "full", "bn", "align",
-              "align+head", "bn+head", "align+last-k", "cca", "align+cca", "align+head+cca", "auto")
+              "align+head", "bn+head", "align+last-k", "cca", "bn+cca", "head+cca", "align+cca", "align+head+cca",
+              "auto")
 
 
 class Step:
