@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"subject": target, "window": label, "method": name, "n_cal": int(cal.sum()),
                              "n_dev": int(dev.sum()), "accuracy": float((pred == yd).mean()),
                              "balanced_accuracy": float(balanced_accuracy_score(yd, pred)),
-                             "chosen": chosen.get(name)})
+                             "chosen": chosen.get(name), "weight_plain": pops[False].cca.fitted_weight_,
+                             "weight_aligned": pops[True].cca.fitted_weight_})
         pd.DataFrame(rows).to_csv(a.out / "dev.csv", index=False)
     write_tables(pd.DataFrame(rows), a.out, a.subjects)
     return 0
@@ -132,7 +133,11 @@ def write_tables(df: pd.DataFrame, out: Path, subjects: str) -> None:
         f"calibration and development trials per subject, mean: {df.groupby('window')['n_cal'].mean().round(1).to_dict()}"
         f" and {df.groupby('window')['n_dev'].mean().round(1).to_dict()}.", "",
         table.round(1).assign(n=n).sort_values(table.columns[-1]).to_markdown(), "",
-        "What `auto` chose (subjects per window):", "", picks.to_markdown(), ""]))
+        "What `auto` chose (subjects per window):", "", picks.to_markdown(), "",
+        "The CCA expert's weight in the product, fitted on each population's validation subjects "
+        "(`CCAExpert.fit_weight`), per target, plain / aligned population: " + ", ".join(
+            f"{t}: {g['weight_plain'].iloc[0]:.2f} / {g['weight_aligned'].iloc[0]:.2f}"
+            for t, g in df.groupby("subject")) + ".", ""]))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,15 @@ scale, so the expert reads the same trials as the network, aligned or not.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import numpy as np
 
 from .errors import EEGTransferError
+
+logger = logging.getLogger("eegtransfer")
 
 RANK_TOL = 1e-4  # singular values under this share of a trial's largest are rank deficiency
 RULE_WEIGHT = 2.0  # logit per standard deviation of a class's own correlation, without a population
@@ -264,7 +267,10 @@ class CCAExpert:
 
         Minimises the mean log-loss of ``softmax(net_log_proba + w * log_proba(X))`` over
         ``0 <= w <= MAX_WEIGHT``; pretraining calls it on the validation subjects, whom the
-        network never trained on. Stored in ``fitted_weight_`` (the ``cca`` step's default weight).
+        network never trained on (the expert did: with about a hundred parameters over the whole
+        population its fit on them is close to its fit on new subjects, but not equal, so the
+        weight leans towards the expert). Stored in ``fitted_weight_`` (the ``cca`` step's default
+        weight).
 
         Parameters
         ----------
@@ -276,6 +282,12 @@ class CCAExpert:
         from scipy.optimize import minimize_scalar
 
         index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted(set(np.asarray(y, str).tolist()) - set(index))
+        if unknown:
+            raise EEGTransferError(f"fit_weight: labels {unknown} are not among the expert's classes {self.classes}")
+        if np.shape(net_log_proba) != (len(y), len(self.classes)):
+            raise EEGTransferError(f"fit_weight: net_log_proba must have shape ({len(y)}, {len(self.classes)}), "
+                                   f"got {np.shape(net_log_proba)}")
         rows, cols = np.arange(len(y)), np.array([index[c] for c in np.asarray(y, str)])
         expert = self.log_proba(X)
 
@@ -283,6 +295,9 @@ class CCAExpert:
             return float(-_log_softmax(net_log_proba + w * expert)[rows, cols].mean())
 
         self.fitted_weight_ = float(minimize_scalar(loss, bounds=(0.0, MAX_WEIGHT), method="bounded").x)
+        if self.fitted_weight_ > 0.99 * MAX_WEIGHT:
+            logger.warning("the CCA expert's weight reached its bound %g: the network adds little on these "
+                           "validation trials", MAX_WEIGHT)
         return self.fitted_weight_
 
     def _rule(self) -> np.ndarray:
@@ -333,7 +348,10 @@ def _check_bands(bands: list[Band], sfreq: float) -> list[Band]:
     out: list[Band] = []
     for b in bands:
         if b is not None:
-            lo, hi = (float(v) for v in b)
+            try:
+                lo, hi = (float(v) for v in b)
+            except (TypeError, ValueError):
+                raise EEGTransferError(f"bands=: each band must be (low, high) in Hz or None, got {b!r}") from None
             if not 0 < lo < hi < sfreq / 2:
                 raise EEGTransferError(f"band ({lo:g}, {hi:g}) Hz must satisfy 0 < low < high < {sfreq / 2:g} "
                                        "(the Nyquist frequency)")

@@ -142,6 +142,8 @@ def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, cap
 
     assert "expert     CCA at 13, 17, 21 Hz on 4 bands: a prior for the cca step" in summarize(pop.to_meta())
     assert f"weight {pop.cca.fitted_weight_:.2f} in the product" in summarize(patient.to_meta())
+    only = adapt(pop, Xt[:32], yt[:32], strategy="auto", device="cpu")
+    assert only.adaptation.chosen == "align+cca" and "'align+cca' is the only candidate" in only.adaptation.note
     with caplog.at_level("WARNING", logger="eegtransfer"):  # an aligned network fed unaligned trials
         adapt(pop, Xt[:32], yt[:32], strategy="cca", guard=False, device="cpu")
     assert "expects whitened trials" in caplog.text
@@ -224,3 +226,51 @@ def test_interpolated_channels_add_no_correlation():
     X8 = np.concatenate([X, np.einsum("ij,njt->nit", mix, X)], axis=1)  # 8 channels of rank 6
     np.testing.assert_allclose(cca_correlations(X8.astype(np.float32), SFREQ, [13, 17, 21], max_freq=30),
                                cca_correlations(X, SFREQ, [13, 17, 21], max_freq=30), atol=1e-3)
+
+
+def test_chunked_correlations_and_fit_equal_the_unchunked(monkeypatch):
+    import eegtransfer.ssvep as ssvep
+
+    y = np.tile(CLASSES, 3)
+    X = ssvep_trials(y)
+    whole = filter_bank_correlations(X, SFREQ, [13, 17, 21], subbands([13, 17, 21], SFREQ, max_freq=30),
+                                     max_freq=30, n_components=2)
+    e_whole = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(X, y)
+    monkeypatch.setattr(ssvep, "CHUNK", 5)  # 12 trials: three chunks, the last one short
+    np.testing.assert_allclose(filter_bank_correlations(X, SFREQ, [13, 17, 21],
+                                                        subbands([13, 17, 21], SFREQ, max_freq=30),
+                                                        max_freq=30, n_components=2), whole)
+    e_chunked = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(X, y)
+    np.testing.assert_allclose(e_chunked.coef_, e_whole.coef_, atol=1e-8)
+
+
+def test_an_old_bundle_expert_goes_through_the_cca_step_as_plain_cca(fake_population, tmp_path):
+    y = np.tile(CLASSES, 5)
+    X = ssvep_trials(y)
+    d = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, weight=0.0, bands=[None], n_components=1) \
+        .fit(X, y, l2=1e-3).to_dict()
+    for key in ("bands", "n_components", "fitted_weight"):
+        del d[key]  # as bundles wrote it before the filter bank
+    old = CCAExpert.from_dict(d)
+    assert old.bands == [None] and old.n_components == 1 and old.fitted_weight_ is None
+    step = CCA()
+    e = step.fit(type("B", (), {"classes": CLASSES, "cca": old,
+                                "recipe": type("R", (), {"sfreq": SFREQ, "h_freq": 30.0})()})(), X, y).cca
+    assert e.bands == [None] and e.n_components == 1 and e.weight == 1.0  # no fitted weight: 1
+    assert step.facts_ == {"cca_prior": "population", "cca_weight": 1.0}
+
+
+def test_bad_expert_arguments_get_one_line_naming_them():
+    with pytest.raises(EEGTransferError, match=r"bands=: each band must be \(low, high\) in Hz or None, got \(5,\)"):
+        CCAExpert.for_classes(CLASSES, SFREQ, bands=[(5,)])
+    y = np.tile(CLASSES, 3)
+    X = ssvep_trials(y)
+    e = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(X, y)
+    with pytest.raises(EEGTransferError, match=r"labels \['9'\] are not among"):
+        e.fit_weight(np.zeros((12, 4)), X, np.array(["9"] * 12))
+    with pytest.raises(EEGTransferError, match=r"net_log_proba must have shape \(12, 4\), got \(12, 3\)"):
+        e.fit_weight(np.zeros((12, 3)), X, y)
+    with pytest.raises(EEGTransferError, match=r"CCA\(weight=\) \(cca_weight=\) must be a number >= 0"):
+        parse_strategy("cca", cca_weight=-1)[0].fit(
+            type("B", (), {"classes": CLASSES, "cca": None,
+                           "recipe": type("R", (), {"sfreq": SFREQ, "h_freq": 30.0})()})(), X, y)

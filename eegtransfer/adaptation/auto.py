@@ -27,11 +27,12 @@ def auto_candidates(bundle: Bundle, labels: np.ndarray | None = None) -> list[st
 
     For SSVEP classes named by frequency every candidate is fused with the CCA expert
     (``+cca``), and with the model's own classes the network's label-free steps only (``cca``,
-    ``bn+cca``; ``align+cca``). On the development trials (``benchmarks/dev_first_run.py``) the
-    population's filter-bank expert alone scored 84 %, every network strategy without it 73 %
-    or less, and training the head or last block under the expert lost 2-3 points
-    (``head+cca`` 78.0 against ``cca`` 80.2, ``align+head+cca`` 83.0 against ``align+cca``
-    85.9); the cross-fitted choice among all of them scored 2 points under ``align+cca``.
+    ``bn+cca``; ``align+cca``, the only candidate on an aligned population). On the development
+    trials (``benchmarks/results/dev_first_run/dev.md``, 2 min) the population's expert alone
+    scored 86 %, every network strategy without it 73 % or less, and training the head under
+    the expert lost points (``head+cca`` 79.2 against ``cca`` 82.7, ``align+head+cca`` 83.9
+    against ``align+cca`` 85.5); the cross-fitted choice among all of them scored 2 points under
+    the simplest candidate.
     """
     from ..ssvep import ssvep_frequencies
 
@@ -84,6 +85,9 @@ def adapt_auto(bundle: Bundle, X: np.ndarray, labels: np.ndarray | None, *, X_un
         chosen = ref
     how = ", ".join(f"{c} {scores[c]['log_loss']:.3f}" for c in cands)
     reason = f"auto chose {chosen!r} by cross-fitted log-loss on unseen calibration trials ({how}; margin {margin:g})"
+    if len(cands) == 1:  # nothing to choose: the cross-fitted score is still an estimate worth reporting
+        reason = (f"auto: {chosen!r} is the only candidate for this model and these classes (cross-fitted "
+                  f"log-loss on unseen calibration trials {how})")
     best = adapt(bundle, X, labels, strategy=chosen, X_unlabeled=X_unlabeled, guard=False, device=device,
                  seed=seed, calibration=calibration, **_adapt_params(params))
     report = best.adaptation

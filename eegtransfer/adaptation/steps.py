@@ -314,8 +314,11 @@ class CCA(Step):
         weight = self.weight
         if isinstance(weight, str):
             if weight != "population":
-                raise EEGTransferError(f"cca weight must be a number or 'population', got {weight!r}")
+                raise EEGTransferError(f"CCA(weight=) (cca_weight=) must be a number >= 0 or 'population', "
+                                       f"got {weight!r}")
             weight = prior.fitted_weight_ if prior is not None and prior.fitted_weight_ is not None else 1.0
+        elif not weight >= 0:
+            raise EEGTransferError(f"CCA(weight=) (cca_weight=) must be a number >= 0 or 'population', got {weight!r}")
         expert = CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=weight,
                                        bands=prior.bands if prior is not None else "auto",
                                        **({"n_components": prior.n_components} if prior is not None else {}))

@@ -204,7 +204,9 @@ def pretrain(
     process), trains data-parallel with ``DistributedDataParallel`` (each process takes its
     share of every global batch of ``batch_size`` trials) and returns the same bundle in
     every process; save it from rank 0 only
-    (``if eegtransfer.training.distributed.is_main(): bundle.save(...)``).
+    (``if eegtransfer.training.distributed.is_main(): bundle.save(...)``). The population's CCA
+    expert (SSVEP classes) is fitted after training by every process alike: a repeated minute
+    of CPU work per process on a large population, not a different result.
     """
     from ..models import build_model, check_model_name
     from . import distributed
