@@ -91,11 +91,18 @@ def cca_correlations(X: np.ndarray, sfreq: float, freqs: list[float], *, n_harmo
     alone), so memory does not grow with the number of trials and ``X`` may be trials
     on disk (:class:`~eegtransfer.training.streaming.DiskTrials`).
     """
-    if len(X) > CHUNK:
-        return np.concatenate([cca_correlations(X[i:i + CHUNK], sfreq, freqs, n_harmonics=n_harmonics,
-                                                max_freq=max_freq, n_components=n_components)
-                               for i in range(0, len(X), CHUNK)])
-    X = np.asarray(X, dtype=np.float64)
+    return _in_chunks(lambda x: _correlations(x, sfreq, freqs, n_harmonics, max_freq, n_components), X)
+
+
+def _in_chunks(fn: Any, X: np.ndarray) -> np.ndarray:
+    """``fn`` on ``CHUNK`` trials at a time, as float64 arrays (``X`` may be trials on disk)."""
+    return np.concatenate([fn(np.asarray(X[i:i + CHUNK], dtype=np.float64))
+                           for i in range(0, max(len(X), 1), CHUNK)])
+
+
+def _correlations(X: np.ndarray, sfreq: float, freqs: list[float], n_harmonics: int, max_freq: float | None,
+                  n_components: int) -> np.ndarray:
+    """:func:`cca_correlations` of one chunk of trials."""
     Xc = X - X.mean(axis=2, keepdims=True)
     # An orthonormal basis of each trial's channel space. Interpolated channels are linear
     # combinations of recorded ones: their directions of (near) zero variance are dropped,
@@ -117,9 +124,14 @@ def subbands(freqs: list[float], sfreq: float, *, max_freq: float | None = None)
     ``max_freq`` (at most 95 % of Nyquist), so that each frequency and its harmonics are seen without the
     lower-frequency background; frequencies too close to the top get none.
     """
-    high = min(max_freq, 0.95 * sfreq / 2) if max_freq is not None else 0.95 * sfreq / 2
+    high = band_top(sfreq, max_freq)
     starts = sorted({round(f - SUBBAND_MARGIN, 6) for f in freqs})
     return [None] + [(lo, float(high)) for lo in starts if 0 < lo < high - 2]
+
+
+def band_top(sfreq: float, max_freq: float | None = None) -> float:
+    """The top of every filter-bank band: ``max_freq`` (the recipe's low-pass), at most 95 % of Nyquist."""
+    return float(min(max_freq, 0.95 * sfreq / 2) if max_freq is not None else 0.95 * sfreq / 2)
 
 
 def band_pass(X: np.ndarray, sfreq: float, band: Band) -> np.ndarray:
@@ -144,12 +156,11 @@ def filter_bank_correlations(X: np.ndarray, sfreq: float, freqs: list[float], ba
         Band-major: columns ``(b * n_components + c) * n_freqs + j`` hold band ``b``,
         component ``c``, frequency ``j``.
     """
-    kw = {"n_harmonics": n_harmonics, "max_freq": max_freq, "n_components": n_components}
-    if len(X) > CHUNK:
-        return np.concatenate([filter_bank_correlations(X[i:i + CHUNK], sfreq, freqs, bands, **kw)
-                               for i in range(0, len(X), CHUNK)])
-    X = np.asarray(X, dtype=np.float64)
-    return np.concatenate([cca_correlations(band_pass(X, sfreq, b), sfreq, freqs, **kw) for b in bands], axis=1)
+    def chunk(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([_correlations(band_pass(x, sfreq, b), sfreq, freqs, n_harmonics, max_freq,
+                                             n_components) for b in bands], axis=1)
+
+    return _in_chunks(chunk, X)
 
 
 class CCAExpert:
@@ -240,11 +251,7 @@ class CCAExpert:
         else:
             self.mean_, self.scale_ = rho.mean(axis=0), rho.std(axis=0) + 1e-3
         F = (rho - self.mean_) / self.scale_
-        index = {c: i for i, c in enumerate(self.classes)}
-        unknown = sorted(set(np.asarray(y, str).tolist()) - set(index))
-        if unknown:
-            raise EEGTransferError(f"labels {unknown} are not among the expert's classes {self.classes}")
-        Y = np.eye(len(self.classes))[[index[c] for c in np.asarray(y, str)]]
+        Y = np.eye(len(self.classes))[self._class_index(y)]
         # Every class weighs the same: a chronological calibration window is mostly one class.
         sw = (Y / np.maximum(Y.sum(axis=0), 1)).sum(axis=1, keepdims=True) / (Y.sum(axis=0) > 0).sum()
         k, d = self.coef_.shape
@@ -281,14 +288,11 @@ class CCAExpert:
         """
         from scipy.optimize import minimize_scalar
 
-        index = {c: i for i, c in enumerate(self.classes)}
-        unknown = sorted(set(np.asarray(y, str).tolist()) - set(index))
-        if unknown:
-            raise EEGTransferError(f"fit_weight: labels {unknown} are not among the expert's classes {self.classes}")
+        cols = self._class_index(y, "fit_weight")
         if np.shape(net_log_proba) != (len(y), len(self.classes)):
             raise EEGTransferError(f"fit_weight: net_log_proba must have shape ({len(y)}, {len(self.classes)}), "
                                    f"got {np.shape(net_log_proba)}")
-        rows, cols = np.arange(len(y)), np.array([index[c] for c in np.asarray(y, str)])
+        rows = np.arange(len(y))
         expert = self.log_proba(X)
 
         def loss(w: float) -> float:
@@ -299,6 +303,20 @@ class CCAExpert:
             logger.warning("the CCA expert's weight reached its bound %g: the network adds little on these "
                            "validation trials", MAX_WEIGHT)
         return self.fitted_weight_
+
+    def _class_index(self, y: np.ndarray, what: str = "") -> np.ndarray:
+        """Each label's column in ``classes``; a label outside them is an error (naming ``what``)."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted(set(np.asarray(y, str).tolist()) - set(index))
+        if unknown:
+            raise EEGTransferError(f"{what + ': ' if what else ''}labels {unknown} are not among the expert's "
+                                   f"classes {self.classes}")
+        return np.array([index[c] for c in np.asarray(y, str)], dtype=int)
+
+    def unfitted(self, *, weight: float) -> CCAExpert:
+        """A new, unfitted expert that reads the same features (frequencies, bands, components)."""
+        return type(self)(self.classes, self.freqs, self.sfreq, n_harmonics=self.n_harmonics,
+                          max_freq=self.max_freq, weight=weight, bands=self.bands, n_components=self.n_components)
 
     def _rule(self) -> np.ndarray:
         """Weights of the training-free rule, the prior without a population: each class's

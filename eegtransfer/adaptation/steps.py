@@ -310,18 +310,15 @@ class CCA(Step):
                                    f"{bundle.classes}: train a new head too, with strategy 'head+cca'")
         r = bundle.recipe
         prior = bundle.cca if bundle.cca is not None and bundle.cca.classes == bundle.classes else None
-        # The patient's expert reads what the population's read (a bundle may predate the filter bank).
         weight = self.weight
-        if isinstance(weight, str):
-            if weight != "population":
-                raise EEGTransferError(f"CCA(weight=) (cca_weight=) must be a number >= 0 or 'population', "
-                                       f"got {weight!r}")
+        if weight == "population":
             weight = prior.fitted_weight_ if prior is not None and prior.fitted_weight_ is not None else 1.0
-        elif not weight >= 0:
-            raise EEGTransferError(f"CCA(weight=) (cca_weight=) must be a number >= 0 or 'population', got {weight!r}")
-        expert = CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=weight,
-                                       bands=prior.bands if prior is not None else "auto",
-                                       **({"n_components": prior.n_components} if prior is not None else {}))
+        if isinstance(weight, str) or not weight >= 0:
+            raise EEGTransferError(f"CCA(weight=) (cca_weight=) must be a number >= 0 or 'population', "
+                                   f"got {self.weight!r}")
+        # The patient's expert reads what the population's read (a bundle may predate the filter bank).
+        expert = (prior.unfitted(weight=weight) if prior is not None else
+                  CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=weight))
         if expert is None:
             raise EEGTransferError(f"step 'cca' needs SSVEP classes named by frequency (such as '13' or "
                                    f"'13Hz'); this model's classes are {bundle.classes}")

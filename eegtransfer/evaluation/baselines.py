@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..errors import EEGTransferError
-from ..ssvep import filter_bank_correlations, ssvep_frequencies
+from ..ssvep import band_top, filter_bank_correlations, ssvep_frequencies
 
 
 def filter_bank(X: np.ndarray, sfreq: float, freqs: list[float], width: float = 1.0) -> np.ndarray:
@@ -125,7 +125,7 @@ def fbcca_bands(freqs: list[float], sfreq: float, *, max_freq: float | None = No
 
     The top is ``max_freq`` (the recipe's low-pass) or 95 % of Nyquist; bands need 2 Hz of width.
     """
-    high = min(max_freq, 0.95 * sfreq / 2) if max_freq is not None else 0.95 * sfreq / 2
+    high = band_top(sfreq, max_freq)
     lows = [n * min(freqs) - 2 for n in range(1, 11)]
     return [(float(lo), float(high)) for lo in lows if lo < high - 2]
 
