@@ -303,8 +303,9 @@ class Bundle:
         logits = torch.as_tensor(logits).detach().cpu()
         logp = torch.log_softmax(logits.double(), dim=1).numpy()
         if self.cca is not None and self.cca.weight > 0 and len(X):
-            # A product of experts: the network's probabilities times the CCA expert's.
-            logp = logp + self.cca.weight * self.cca.log_proba(X)
+            # A product of experts: the network's probabilities times the CCA expert's, each
+            # raised to its exponent (the network's tempers its overconfidence).
+            logp = self.cca.net_weight * logp + self.cca.weight * self.cca.log_proba(X)
         return torch.softmax(torch.as_tensor(logp), dim=1).numpy().astype(np.float32)
 
     def predict(self, data: Any, *, device: str | None = None) -> np.ndarray:
@@ -692,10 +693,13 @@ def _expert_lines(cca: dict[str, Any] | None) -> list[str]:
     freqs = ", ".join(f"{v:g}" for v in cca["freqs"].values())
     bands = len(cca.get("bands") or [None])
     fitted = cca.get("fitted_weight")
-    part = (f"weight {cca['weight']:.2f} in the product with the network" if cca["weight"] > 0
+    part = (f"weight {cca['weight']:.2f} in the product with the network's (weight "
+            f"{cca.get('net_weight', 1.0):.2f})" if cca["weight"] > 0
             else "a prior for the cca step, not used in predictions")
     if fitted is not None:
-        part += f"; weight fitted on the validation subjects {fitted:.2f}"
+        net = cca.get("fitted_net_weight")
+        part += (f"; weights fitted on the validation subjects {fitted:.2f}"
+                 + ("" if net is None else f" (network {net:.2f})"))
     return [f"expert     CCA at {freqs} Hz on {bands} band{'s' if bands > 1 else ''}: {part}"]
 
 

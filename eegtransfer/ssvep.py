@@ -188,6 +188,9 @@ class CCAExpert:
         As in :func:`cca_correlations`.
     weight : float
         Exponent of the expert in the product with the network; 0 keeps it as a prior only.
+    net_weight : float
+        Exponent of the network's probabilities in that product (1 / temperature): a network
+        trained by cross-entropy is overconfident on new subjects, and this tempers it.
     bands : "auto" | list of (low, high) or None
         The filter bank: ``"auto"`` is :func:`subbands`; ``[None]`` is the trials as they are
         (plain CCA, as in bundles written before the filter bank).
@@ -197,13 +200,14 @@ class CCAExpert:
 
     def __init__(self, classes: list[str], freqs: dict[str, float], sfreq: float, *, n_harmonics: int = 3,
                  max_freq: float | None = None, weight: float = 1.0, bands: str | list[Band] = "auto",
-                 n_components: int = N_COMPONENTS) -> None:
+                 n_components: int = N_COMPONENTS, net_weight: float = 1.0) -> None:
         if not freqs:
             raise EEGTransferError(f"no stimulation frequency among the classes {classes}: "
                                    "CCA needs SSVEP classes named by frequency, such as '13' or '13Hz'")
         self.classes = [str(c) for c in classes]
         self.freqs = {str(k): float(v) for k, v in freqs.items()}
         self.sfreq, self.n_harmonics, self.max_freq, self.weight = float(sfreq), n_harmonics, max_freq, weight
+        self.net_weight = float(net_weight)
         self.bands = _check_bands(subbands(list(self.freqs.values()), self.sfreq, max_freq=max_freq)
                                   if isinstance(bands, str) and bands == "auto" else bands, self.sfreq)
         if int(n_components) < 1:
@@ -214,6 +218,7 @@ class CCAExpert:
         self.coef_ = np.zeros((len(self.classes), len(self.bands) * self.n_components * len(self.freqs)))
         self.intercept_ = np.zeros(len(self.classes))
         self.fitted_weight_: float | None = None
+        self.fitted_net_weight_: float | None = None
 
     @classmethod
     def for_classes(cls, classes: list[str], sfreq: float, *, max_freq: float | None = None,
@@ -270,14 +275,17 @@ class CCAExpert:
         return self
 
     def fit_weight(self, net_log_proba: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
-        """The exponent of this expert in the product with a network that fits unseen trials best.
+        """The exponents of this expert and of a network in their product that fit unseen trials best.
 
-        Minimises the mean log-loss of ``softmax(net_log_proba + w * log_proba(X))`` over
-        ``0 <= w <= MAX_WEIGHT``; pretraining calls it on the validation subjects, whom the
-        network never trained on (the expert did: with about a hundred parameters over the whole
-        population its fit on them is close to its fit on new subjects, but not equal, so the
-        weight leans towards the expert). Stored in ``fitted_weight_`` (the ``cca`` step's default
-        weight).
+        Minimises the mean log-loss of ``softmax(a * net_log_proba + w * log_proba(X))`` over
+        ``0 <= a, w <= MAX_WEIGHT`` (a convex problem). Fitting the network's exponent ``a`` too
+        (temperature scaling) matters: with ``a`` fixed at 1 an overconfident network pulls ``w``
+        down, because the log-loss cannot temper the network any other way, and the product then
+        follows the network more than its accuracy warrants. Pretraining calls this on the
+        validation subjects, whom the network never trained on (the expert did: with about a
+        hundred parameters over the whole population its fit on them is close to its fit on new
+        subjects, but not equal, so the weight leans towards the expert). Stored in
+        ``fitted_weight_`` and ``fitted_net_weight_`` (the ``cca`` step's defaults).
 
         Parameters
         ----------
@@ -285,20 +293,29 @@ class CCAExpert:
             The network's log-probabilities, columns in ``classes`` order.
         X : ndarray, shape (n_trials, n_chans, n_times)
         y : ndarray of str, shape (n_trials,)
+
+        Returns
+        -------
+        weight : float
+            The expert's exponent, ``fitted_weight_``.
         """
-        from scipy.optimize import minimize_scalar
+        from scipy.optimize import minimize
 
         cols = self._class_index(y, "fit_weight")
         if np.shape(net_log_proba) != (len(y), len(self.classes)):
             raise EEGTransferError(f"fit_weight: net_log_proba must have shape ({len(y)}, {len(self.classes)}), "
                                    f"got {np.shape(net_log_proba)}")
         rows = np.arange(len(y))
-        expert = self.log_proba(X)
+        parts = np.stack([np.asarray(net_log_proba, float), self.log_proba(X)])  # (2, n_trials, n_classes)
 
-        def loss(w: float) -> float:
-            return float(-_log_softmax(net_log_proba + w * expert)[rows, cols].mean())
+        def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
+            logp = _log_softmax(np.tensordot(ab, parts, axes=1))
+            # d/d(ab) of -mean log p[y]: E_p[part] - part[y], averaged over trials
+            grad = ((np.exp(logp)[None] * parts).sum(-1) - parts[:, rows, cols]).mean(axis=1)
+            return float(-logp[rows, cols].mean()), grad
 
-        self.fitted_weight_ = float(minimize_scalar(loss, bounds=(0.0, MAX_WEIGHT), method="bounded").x)
+        a, w = minimize(loss, np.ones(2), jac=True, method="L-BFGS-B", bounds=[(0.0, MAX_WEIGHT)] * 2).x
+        self.fitted_net_weight_, self.fitted_weight_ = float(a), float(w)
         if self.fitted_weight_ > 0.99 * MAX_WEIGHT:
             logger.warning("the CCA expert's weight reached its bound %g: the network adds little on these "
                            "validation trials", MAX_WEIGHT)
@@ -313,10 +330,11 @@ class CCAExpert:
                                    f"classes {self.classes}")
         return np.array([index[c] for c in np.asarray(y, str)], dtype=int)
 
-    def unfitted(self, *, weight: float) -> CCAExpert:
+    def unfitted(self, *, weight: float, net_weight: float = 1.0) -> CCAExpert:
         """A new, unfitted expert that reads the same features (frequencies, bands, components)."""
         return type(self)(self.classes, self.freqs, self.sfreq, n_harmonics=self.n_harmonics,
-                          max_freq=self.max_freq, weight=weight, bands=self.bands, n_components=self.n_components)
+                          max_freq=self.max_freq, weight=weight, bands=self.bands, n_components=self.n_components,
+                          net_weight=net_weight)
 
     def _rule(self) -> np.ndarray:
         """Weights of the training-free rule, the prior without a population: each class's
@@ -339,7 +357,8 @@ class CCAExpert:
                 "mean": None if self.mean_ is None else self.mean_.tolist(),
                 "scale": None if self.scale_ is None else self.scale_.tolist(),
                 "coef": self.coef_.tolist(), "intercept": self.intercept_.tolist(),
-                "fitted_weight": self.fitted_weight_}
+                "net_weight": self.net_weight, "fitted_weight": self.fitted_weight_,
+                "fitted_net_weight": self.fitted_net_weight_}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CCAExpert | None:
@@ -347,16 +366,17 @@ class CCAExpert:
             return None
         e = cls(d["classes"], d["freqs"], d["sfreq"], n_harmonics=d["n_harmonics"], max_freq=d["max_freq"],
                 weight=d["weight"], bands=d.get("bands", [None]),  # bundles before the filter bank: plain CCA
-                n_components=d.get("n_components", 1))
+                n_components=d.get("n_components", 1), net_weight=d.get("net_weight", 1.0))
         e.mean_ = None if d["mean"] is None else np.asarray(d["mean"], float)
         e.scale_ = None if d["scale"] is None else np.asarray(d["scale"], float)
         e.coef_, e.intercept_ = np.asarray(d["coef"], float), np.asarray(d["intercept"], float)
         e.fitted_weight_ = d.get("fitted_weight")
+        e.fitted_net_weight_ = d.get("fitted_net_weight")
         return e
 
     def __repr__(self) -> str:
         return (f"CCAExpert(freqs={self.freqs}, bands={len(self.bands)}, n_components={self.n_components}, "
-                f"weight={self.weight:g})")
+                f"weight={self.weight:g}, net_weight={self.net_weight:g})")
 
 
 def _check_bands(bands: list[Band], sfreq: float) -> list[Band]:

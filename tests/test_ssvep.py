@@ -136,7 +136,8 @@ def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, cap
     assert binomtest(hits, len(yt), 0.25, alternative="greater").pvalue < 0.01
     patient = adapt(pop, Xt[:32], yt[:32], strategy="align+cca", guard=False, device="cpu")
     # the product's exponent was fitted on the population's validation subjects
-    assert 0 < pop.cca.fitted_weight_ < 10 and patient.cca.weight == pop.cca.fitted_weight_
+    assert 0 < pop.cca.fitted_weight_ <= 10 and patient.cca.weight == pop.cca.fitted_weight_
+    assert 0 < pop.cca.fitted_net_weight_ <= 10 and patient.cca.net_weight == pop.cca.fitted_net_weight_
     assert patient.adaptation.steps == ["align", "cca"]
     from eegtransfer.bundle import summarize
 
@@ -165,7 +166,32 @@ def test_fit_weight_trusts_the_expert_as_far_as_unseen_trials_say():
     sure = np.log(np.where(np.eye(4)[[CLASSES.index(c) for c in yv]] > 0, 0.97, 0.01))
     noise = ssvep_trials(np.full(len(yv), "rest"), seed=6)  # trials in which the expert sees nothing
     assert e.fit_weight(sure, noise, yv) < 0.2  # a network that is right: the expert stays out
-    assert CCAExpert.from_dict(e.to_dict()).fitted_weight_ == e.fitted_weight_
+    back = CCAExpert.from_dict(e.to_dict())
+    assert (back.fitted_weight_, back.fitted_net_weight_) == (e.fitted_weight_, e.fitted_net_weight_)
+
+
+def test_fit_weight_tempers_an_overconfident_network():
+    """A network right on 60 % of trials with 99 % confidence gets an exponent under 1, and the
+    product leans further towards an expert that is right more often than with the network's
+    exponent held at 1."""
+    from scipy.optimize import minimize_scalar
+
+    from eegtransfer.ssvep import _log_softmax
+
+    y = np.tile(CLASSES, 10)
+    e = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(ssvep_trials(y, snr=0.2), y, l2=1e-3)
+    yv = np.tile(CLASSES, 15)
+    Xv = ssvep_trials(yv, seed=5, snr=0.2)  # the expert is right on 85 % of them
+    rng = np.random.default_rng(0)
+    said = np.where(rng.random(len(yv)) < 0.6, yv, rng.choice(CLASSES, len(yv)))
+    net = np.log(np.where(np.array(CLASSES)[None] == said[:, None], 0.99, 0.01 / 3))
+    w = e.fit_weight(net, Xv, yv)
+    assert e.fitted_net_weight_ < 0.5
+    cols = e._class_index(yv)
+    expert = e.log_proba(Xv)
+    w_fixed = minimize_scalar(lambda v: -_log_softmax(net + v * expert)[np.arange(len(yv)), cols].mean(),
+                              bounds=(0, 10), method="bounded").x
+    assert w / e.fitted_net_weight_ > 1.3 * w_fixed
 
 
 def test_without_a_population_the_expert_starts_from_the_cca_rule():
@@ -249,15 +275,19 @@ def test_an_old_bundle_expert_goes_through_the_cca_step_as_plain_cca(fake_popula
     X = ssvep_trials(y)
     d = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, weight=0.0, bands=[None], n_components=1) \
         .fit(X, y, l2=1e-3).to_dict()
-    for key in ("bands", "n_components", "fitted_weight"):
+    for key in ("bands", "n_components", "fitted_weight", "net_weight", "fitted_net_weight"):
         del d[key]  # as bundles wrote it before the filter bank
     old = CCAExpert.from_dict(d)
-    assert old.bands == [None] and old.n_components == 1 and old.fitted_weight_ is None
+    assert old.bands == [None] and old.n_components == 1 and old.fitted_weight_ is None and old.net_weight == 1
     step = CCA()
     e = step.fit(type("B", (), {"classes": CLASSES, "cca": old,
                                 "recipe": type("R", (), {"sfreq": SFREQ, "h_freq": 30.0})()})(), X, y).cca
     assert e.bands == [None] and e.n_components == 1 and e.weight == 1.0  # no fitted weight: 1
-    assert step.facts_ == {"cca_prior": "population", "cca_weight": 1.0}
+    assert step.facts_ == {"cca_prior": "population", "cca_weight": 1.0, "cca_net_weight": 1.0}
+    old.fitted_weight_ = 2.0  # an expert whose exponent was fitted with the network's held at 1
+    assert step.fit(type("B", (), {"classes": CLASSES, "cca": old,
+                                   "recipe": type("R", (), {"sfreq": SFREQ, "h_freq": 30.0})()})(), X, y).cca \
+        .net_weight == 1.0
 
 
 def test_bad_expert_arguments_get_one_line_naming_them():

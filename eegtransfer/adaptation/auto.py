@@ -30,9 +30,11 @@ def auto_candidates(bundle: Bundle, labels: np.ndarray | None = None) -> list[st
     ``bn+cca``; ``align+cca``, the only candidate on an aligned population). On the development
     trials (``benchmarks/results/dev_first_run/dev.md``, 2 min) the population's expert alone
     scored 86 %, every network strategy without it 73 % or less, and training the head under
-    the expert lost points (``head+cca`` 79.2 against ``cca`` 82.7, ``align+head+cca`` 83.9
+    the expert lost points (``head+cca`` 82.9 against ``cca`` 86.0, ``align+head+cca`` 82.7
     against ``align+cca`` 85.5); the cross-fitted choice among all of them scored 2 points under
-    the simplest candidate.
+    the simplest candidate (measured in the previous release). The zero-shot network is not a
+    candidate: as the reference it kept the network alone for one subject there and lost 17
+    points on it.
     """
     from ..ssvep import ssvep_frequencies
 

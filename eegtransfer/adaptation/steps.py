@@ -287,9 +287,9 @@ class CCA(Step):
     l2 : float
         Strength of the pull towards the population's expert (the data term is a mean).
     weight : float | "population"
-        Exponent of the expert in the product. ``"population"``: the exponent fitted on the
-        population's validation subjects at pretraining (``CCAExpert.fit_weight``), or 1
-        without one.
+        Exponent of the expert in the product, the network's being 1. ``"population"``: the
+        expert's and the network's exponents fitted together on the population's validation
+        subjects at pretraining (``CCAExpert.fit_weight``), or 1 and 1 without them.
     """
 
     name = "cca"
@@ -310,21 +310,29 @@ class CCA(Step):
                                    f"{bundle.classes}: train a new head too, with strategy 'head+cca'")
         r = bundle.recipe
         prior = bundle.cca if bundle.cca is not None and bundle.cca.classes == bundle.classes else None
-        weight = self.weight
-        if weight == "population":
-            weight = prior.fitted_weight_ if prior is not None and prior.fitted_weight_ is not None else 1.0
-        if isinstance(weight, str) or not weight >= 0:
-            raise EEGTransferError(f"CCA(weight=) (cca_weight=) must be a number >= 0 or 'population', "
-                                   f"got {self.weight!r}")
+        weight, net_weight = self._exponents(prior)
         # The patient's expert reads what the population's read (a bundle may predate the filter bank).
-        expert = (prior.unfitted(weight=weight) if prior is not None else
+        expert = (prior.unfitted(weight=weight, net_weight=net_weight) if prior is not None else
                   CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=weight))
         if expert is None:
             raise EEGTransferError(f"step 'cca' needs SSVEP classes named by frequency (such as '13' or "
                                    f"'13Hz'); this model's classes are {bundle.classes}")
         bundle.cca = expert.fit(X, y, l2=self.l2, prior=prior)
-        self.facts_ = {"cca_prior": "population" if prior is not None else "none", "cca_weight": round(float(weight), 4)}
+        self.facts_ = {"cca_prior": "population" if prior is not None else "none", "cca_weight": round(float(weight), 4),
+                       "cca_net_weight": round(net_weight, 4)}
         return bundle
+
+    def _exponents(self, prior: Any) -> tuple[float, float]:
+        """The expert's and the network's exponents: the population's fitted pair, or ``weight`` and 1."""
+        if self.weight == "population":
+            if prior is not None and prior.fitted_weight_ is not None:
+                net = prior.fitted_net_weight_  # None in bundles that fitted the expert's exponent alone
+                return prior.fitted_weight_, 1.0 if net is None else net
+            return 1.0, 1.0
+        if isinstance(self.weight, str) or not self.weight >= 0:
+            raise EEGTransferError(f"CCA(weight=) (cca_weight=) must be a number >= 0 or 'population', "
+                                   f"got {self.weight!r}")
+        return float(self.weight), 1.0
 
 
 _STEP_PARAMS = {"head": ("l2", "solver", "balanced"), "last-k": ("k",), "full": ()}

@@ -301,8 +301,8 @@ def population_cca(X: np.ndarray, labels: np.ndarray, classes: list[str], recipe
 
     Kept with weight 0: the population bundle predicts with its network alone. With the
     trained ``net`` and a mask ``val`` of validation trials (subjects it never trained on), the
-    expert's exponent in the product is fitted there (``CCAExpert.fit_weight``): the ``cca``
-    step's default weight.
+    expert's and the network's exponents in the product are fitted there
+    (``CCAExpert.fit_weight``): the ``cca`` step's defaults.
     """
     from ..ssvep import CCAExpert
 
@@ -313,8 +313,8 @@ def population_cca(X: np.ndarray, labels: np.ndarray, classes: list[str], recipe
     if net is not None and val is not None and val.any():
         X_va = X.subset(val) if hasattr(X, "subset") else X[val]
         expert.fit_weight(_log_proba(net, X_va, device), X_va, np.asarray(labels)[val])
-        logger.info("CCA expert: exponent %.2f in the product, fitted on %d validation trials",
-                    expert.fitted_weight_, int(val.sum()))
+        logger.info("CCA expert: exponent %.2f in the product with the network's %.2f, fitted on %d "
+                    "validation trials", expert.fitted_weight_, expert.fitted_net_weight_, int(val.sum()))
     return expert
 
 
