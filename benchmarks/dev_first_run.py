@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 if cached is not None:
                     pops[aligned].save(cached)
             print(target, "aligned" if aligned else "plain", round(time.perf_counter() - t0),
-                  pops[aligned].metrics.get("val_acc"), "expert weight", pops[aligned].cca.fitted_weight_, flush=True)
+                  pops[aligned].metrics.get("val_acc"), "expert weight", pops[aligned].cca.fitted_weight_,
+                  "network weight", pops[aligned].cca.fitted_net_weight_, flush=True)
         plain_cca = CCAExpert.for_classes(pops[False].classes, d["net"].sfreq, max_freq=d["net"].h_freq, weight=0.0,
                                           bands=[None], n_components=1).fit(X[pop], y_all[pop], l2=1e-3)
         for label in ("1", "2"):
@@ -115,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                              "n_dev": int(dev.sum()), "accuracy": float((pred == yd).mean()),
                              "balanced_accuracy": float(balanced_accuracy_score(yd, pred)),
                              "chosen": chosen.get(name), "weight_plain": pops[False].cca.fitted_weight_,
-                             "weight_aligned": pops[True].cca.fitted_weight_})
+                             "weight_aligned": pops[True].cca.fitted_weight_,
+                             "net_weight_plain": pops[False].cca.fitted_net_weight_,
+                             "net_weight_aligned": pops[True].cca.fitted_net_weight_})
         pd.DataFrame(rows).to_csv(a.out / "dev.csv", index=False)
     write_tables(pd.DataFrame(rows), a.out, a.subjects)
     return 0
@@ -134,10 +137,15 @@ def write_tables(df: pd.DataFrame, out: Path, subjects: str) -> None:
         f" and {df.groupby('window')['n_dev'].mean().round(1).to_dict()}.", "",
         table.round(1).assign(n=n).sort_values(table.columns[-1]).to_markdown(), "",
         "What `auto` chose (subjects per window):", "", picks.to_markdown(), "",
-        "The CCA expert's weight in the product, fitted on each population's validation subjects "
-        "(`CCAExpert.fit_weight`), per target, plain / aligned population: " + ", ".join(
-            f"{t}: {g['weight_plain'].iloc[0]:.2f} / {g['weight_aligned'].iloc[0]:.2f}"
-            for t, g in df.groupby("subject")) + ".", ""]))
+        "The CCA expert's and the network's exponents in the product, fitted on each population's "
+        "validation subjects (`CCAExpert.fit_weight`), per target, plain / aligned population: " + ", ".join(
+            f"{t}: {_pair(g, 'plain')} / {_pair(g, 'aligned')}" for t, g in df.groupby("subject")) + ".", ""]))
+
+
+def _pair(g: pd.DataFrame, which: str) -> str:
+    """'expert, network' exponents of one target's population (network missing in older CSVs)."""
+    net = g[f"net_weight_{which}"].iloc[0] if f"net_weight_{which}" in g else float("nan")
+    return f"{g[f'weight_{which}'].iloc[0]:.2f}, {net:.2f}"
 
 
 if __name__ == "__main__":
