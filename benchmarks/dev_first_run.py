@@ -16,7 +16,6 @@ adaptation is measured in minutes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _devset import dev_arguments, merge_parts, subject_list
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,20 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     from eegtransfer.ssvep import CCAExpert
     from eegtransfer.training.pretraining import population_cca, pretrain
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--subjects", default="1-11")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--pop-cache", type=Path, default=None, help="folder for the pretrained populations")
-    p.add_argument("--merge", type=Path, nargs="+", help="folders of parts to merge into --out (nothing is run)")
-    a = p.parse_args(argv)
+    a = dev_arguments(__doc__.splitlines()[0], argv, pop_cache_help="folder for the pretrained populations")
     if a.merge:
-        df = pd.concat([pd.read_csv(f / "dev.csv", dtype={"window": str}) for f in a.merge], ignore_index=True)
-        a.out.mkdir(parents=True, exist_ok=True)
-        df.to_csv(a.out / "dev.csv", index=False)
-        write_tables(df, a.out, ",".join(sorted(df["subject"].astype(str).unique(), key=int)))
+        df = merge_parts(a.merge, "dev.csv", a.out)
+        write_tables(df, a.out, subject_list(df))
         return 0
-    lo, _, hi = a.subjects.partition("-")
-    targets = list(range(int(lo), int(hi or lo) + 1))
+    targets = a.targets
     d = load("Kalunga2016", sfreq=64.0)
     meta, X = d["meta"], d["Xn"]
     y_all = meta["label"].astype(str).to_numpy()

@@ -24,13 +24,15 @@ the populations are pretrained first::
 
 from __future__ import annotations
 
-import argparse
+import copy
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from _devset import dev_arguments, merge_parts, subject_list
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,21 +40,20 @@ warnings.filterwarnings("ignore")
 FIXED = (1.0, 3.0, 5.0, 10.0)
 
 
-def fit_exponents(net: np.ndarray, expert: np.ndarray, cols: np.ndarray, *, both: bool) -> tuple[float, float]:
-    """(a, w) minimising the log-loss of ``a * net + w * expert``; ``a = 1`` unless ``both``."""
-    from scipy.optimize import minimize, minimize_scalar
+def fit_exponents(expert: Any, net: np.ndarray, X: np.ndarray, y: np.ndarray, *, both: bool) -> tuple[float, float]:
+    """(a, w) for ``a * net + w * expert.log_proba(X)``: ``CCAExpert.fit_weight`` when ``both``,
+    else ``w`` alone by log-loss with ``a = 1`` (the previous release's fit)."""
+    from scipy.optimize import minimize_scalar
 
     from eegtransfer.ssvep import MAX_WEIGHT, _log_softmax
 
-    rows = np.arange(len(cols))
-
-    def loss(a: float, w: float) -> float:
-        return float(-_log_softmax(a * net + w * expert)[rows, cols].mean())
-
     if both:
-        a, w = minimize(lambda p: loss(*p), np.ones(2), method="L-BFGS-B", bounds=[(0.0, MAX_WEIGHT)] * 2).x
-        return float(a), float(w)
-    return 1.0, float(minimize_scalar(lambda w: loss(1.0, w), bounds=(0.0, MAX_WEIGHT), method="bounded").x)
+        e = copy.deepcopy(expert)
+        e.fit_weight(net, X, y)
+        return e.fitted_net_weight_, e.fitted_weight_
+    rows, cols, lp = np.arange(len(y)), expert._class_index(y), expert.log_proba(X)
+    return 1.0, float(minimize_scalar(lambda w: -_log_softmax(net + w * lp)[rows, cols].mean(),
+                                      bounds=(0.0, MAX_WEIGHT), method="bounded").x)
 
 
 def one_target(target: int, d: dict, pop_cache: Path | None) -> list[dict]:
@@ -77,13 +78,12 @@ def one_target(target: int, d: dict, pop_cache: Path | None) -> list[dict]:
     val = np.isin(subj[~t], pop.provenance["validation_subjects"])
     experts = {name: CCAExpert.for_classes(pop.classes, r.sfreq, max_freq=r.h_freq, weight=0.0).fit(
         Xp[keep], yp[keep], l2=1e-3) for name, keep in (("in", np.ones(len(yp), bool)), ("held-out", ~val))}
-    cols_v = experts["in"]._class_index(yp[val])
     net_v = _log_proba(pop.model, Xp[val], "cpu")
     fits = {"validation subjects, expert that saw them, a = 1 (the previous release)": ("in", False),
             "validation subjects, expert that saw them, a and w (the default)": ("in", True),
             "validation subjects, expert that did not see them, a = 1": ("held-out", False),
             "validation subjects, expert that did not see them, a and w": ("held-out", True)}
-    rules = {name: fit_exponents(net_v, experts[which].log_proba(Xp[val]), cols_v, both=both)
+    rules = {name: fit_exponents(experts[which], net_v, Xp[val], yp[val], both=both)
              for name, (which, both) in fits.items()}
     mt = meta[t].reset_index(drop=True)
     first, _ = split_target(mt)
@@ -97,23 +97,26 @@ def one_target(target: int, d: dict, pop_cache: Path | None) -> list[dict]:
         net_d, net_c = (_log_proba(pop.model, Xt[m], "cpu") for m in (dev, cal))
         calibrated = run_steps(zero_shot, [CCA(weight=1.0)], Xt[cal], yt[cal], device="cpu", seed=0).cca
         exp_d = calibrated.log_proba(Xt[dev])
-        own = {"the patient's calibration trials, a = 1": fit_exponents(
-            net_c, experts["in"].log_proba(Xt[cal]), experts["in"]._class_index(yt[cal]), both=False)}
+        own = {"the patient's calibration trials, a = 1": fit_exponents(experts["in"], net_c, Xt[cal], yt[cal],
+                                                                        both=False)}
         pairs = {**{f"fixed w = {w:g}, a = 1": (1.0, w) for w in FIXED}, **rules, **own}
         scores = {name: a * net_d + w * exp_d for name, (a, w) in pairs.items()}
         scores["expert alone"] = exp_d
         for name, s in scores.items():
             pred = np.asarray(pop.classes)[s.argmax(1)]
-            a, w = pairs.get(name, (0.0, 1.0))
+            a, w = pairs.get(name, (0.0, 1.0))  # the expert alone: the network's exponent 0
             rows.append({"subject": target, "window": window, "rule": name, "a": a, "w": w,
                          "balanced_accuracy": balanced_accuracy_score(yt[dev], pred)})
     return rows
 
 
-def write_table(df: pd.DataFrame, out: Path, subjects: str) -> None:
+def write_table(df: pd.DataFrame, out: Path) -> None:
+    """fusion_weights.md: mean balanced accuracy per rule and window, median ratio of the exponents."""
+    subjects = subject_list(df)
     table = df.pivot_table(index="rule", columns="window", values="balanced_accuracy") * 100
-    ratio = (df["w"] / df["a"].where(df["a"] > 0)).groupby(df["rule"]).median()
-    table = table.assign(**{"median w / a": ratio.round(2), "n": df.groupby("rule")["subject"].nunique()})
+    ratio = (df["w"] / df["a"].where(df["a"] > 0)).groupby(df["rule"]).median().round(2).astype(object)
+    ratio["expert alone"] = "network left out"
+    table = table.assign(**{"median w / a": ratio, "n": df.groupby("rule")["subject"].nunique()})
     (out / "fusion_weights.md").write_text("\n".join([
         "# The expert's and the network's exponents in the `cca` product (development trials only)", "",
         f"Command: `python benchmarks/fusion_weights.py --subjects {subjects} ...` (see the script). Balanced "
@@ -124,26 +127,19 @@ def write_table(df: pd.DataFrame, out: Path, subjects: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the targets of ``--subjects`` (or merge parts) and write the CSV and the table."""
     from eegtransfer.evaluation.loso import load
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--subjects", default="1-11")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--pop-cache", type=Path, default=None, help="populations saved by dev_first_run.py")
-    p.add_argument("--merge", type=Path, nargs="+", help="folders of parts to merge into --out (nothing is run)")
-    a = p.parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
+    a = dev_arguments(__doc__.splitlines()[0], argv, pop_cache_help="populations saved by dev_first_run.py")
     if a.merge:
-        df = pd.concat([pd.read_csv(f / "fusion_weights.csv", dtype={"window": str}) for f in a.merge])
-        df.to_csv(a.out / "fusion_weights.csv", index=False)
-        write_table(df, a.out, "1-11")
+        write_table(merge_parts(a.merge, "fusion_weights.csv", a.out), a.out)
         return 0
-    lo, _, hi = a.subjects.partition("-")
+    a.out.mkdir(parents=True, exist_ok=True)
     d = load("Kalunga2016", sfreq=64.0)
-    rows = [row for target in range(int(lo), int(hi or lo) + 1) for row in one_target(target, d, a.pop_cache)]
+    rows = [row for target in a.targets for row in one_target(target, d, a.pop_cache)]
     df = pd.DataFrame(rows)
     df.to_csv(a.out / "fusion_weights.csv", index=False)
-    write_table(df, a.out, a.subjects)
+    write_table(df, a.out)
     return 0
 
 

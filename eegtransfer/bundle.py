@@ -154,7 +154,8 @@ class Bundle:
         Euclidean-alignment matrix applied to trials before the model.
     cca : eegtransfer.ssvep.CCAExpert | None
         For SSVEP classes: canonical-correlation class probabilities multiplied with the
-        network's (its ``weight`` is the exponent; 0 keeps it as a prior for the ``cca`` step).
+        network's (its ``weight`` and ``net_weight`` are their exponents; ``weight`` 0 keeps it
+        as a prior for the ``cca`` step).
     """
 
     def __init__(self, model: nn.Module, model_name: str, recipe: Recipe, classes: list[str],
@@ -693,13 +694,12 @@ def _expert_lines(cca: dict[str, Any] | None) -> list[str]:
     freqs = ", ".join(f"{v:g}" for v in cca["freqs"].values())
     bands = len(cca.get("bands") or [None])
     fitted = cca.get("fitted_weight")
-    part = (f"weight {cca['weight']:.2f} in the product with the network's (weight "
-            f"{cca.get('net_weight', 1.0):.2f})" if cca["weight"] > 0
-            else "a prior for the cca step, not used in predictions")
+    part = (f"weight {cca['weight']:.2f} in the product, the network's {cca.get('net_weight', 1.0):.2f}"
+            if cca["weight"] > 0 else "a prior for the cca step, not used in predictions")
     if fitted is not None:
         net = cca.get("fitted_net_weight")
-        part += (f"; weights fitted on the validation subjects {fitted:.2f}"
-                 + ("" if net is None else f" (network {net:.2f})"))
+        part += (f"; exponents fitted on the validation subjects: expert {fitted:.2f}"
+                 + ("" if net is None else f", network {net:.2f}"))
     return [f"expert     CCA at {freqs} Hz on {bands} band{'s' if bands > 1 else ''}: {part}"]
 
 

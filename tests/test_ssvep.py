@@ -290,6 +290,34 @@ def test_an_old_bundle_expert_goes_through_the_cca_step_as_plain_cca(fake_popula
         .net_weight == 1.0
 
 
+def test_the_cca_step_takes_both_exponents_from_its_prior():
+    y = np.tile(CLASSES, 5)
+    X = ssvep_trials(y)
+    prior = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, weight=0.0).fit(X, y, l2=1e-3)
+    prior.fitted_weight_, prior.fitted_net_weight_ = 2.0, 0.3
+
+    def exponents(step: CCA, expert: CCAExpert) -> tuple[float, float]:
+        e = step.fit(type("B", (), {"classes": CLASSES, "cca": expert,
+                                    "recipe": type("R", (), {"sfreq": SFREQ, "h_freq": 30.0})()})(), X, y).cca
+        return e.weight, e.net_weight
+
+    assert exponents(CCA(), prior) == (2.0, 0.3)  # the population's fitted pair
+    assert exponents(CCA(weight=1.5), prior) == (1.5, 1.0)  # a number: the network's stays 1
+    patient = prior.unfitted(weight=2.0, net_weight=0.3).fit(X, y, prior=prior)
+    assert patient.fitted_weight_ is None and exponents(CCA(), patient) == (2.0, 0.3)  # adapted again
+
+
+def test_fit_weight_warns_when_the_network_adds_nothing(caplog):
+    y = np.tile(CLASSES, 10)
+    e = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(ssvep_trials(y), y, l2=1e-3)
+    yv = np.tile(CLASSES, 15)
+    guess = np.random.default_rng(1).choice(CLASSES, len(yv))  # confident and right by chance only
+    net = np.log(np.where(np.array(CLASSES)[None] == guess[:, None], 0.97, 0.01))
+    with caplog.at_level("WARNING", logger="eegtransfer"):
+        e.fit_weight(net, ssvep_trials(yv, seed=5), yv)
+    assert e.fitted_net_weight_ < 0.05 and "the network adds little to the expert" in caplog.text
+
+
 def test_bad_expert_arguments_get_one_line_naming_them():
     with pytest.raises(EEGTransferError, match=r"bands=: each band must be \(low, high\) in Hz or None, got \(5,\)"):
         CCAExpert.for_classes(CLASSES, SFREQ, bands=[(5,)])

@@ -279,8 +279,8 @@ class CCA(Step):
 
     The expert's logistic regression on canonical correlations is fitted on the calibration
     trials and pulled towards the population's (``bundle.cca``, fitted at pretraining) or
-    towards zero for a new class set; predictions multiply its probabilities, raised to
-    ``weight``, with the network's (:meth:`eegtransfer.bundle.Bundle.predict_proba`).
+    towards zero for a new class set; predictions multiply its probabilities and the network's,
+    each raised to its exponent (:meth:`eegtransfer.bundle.Bundle.proba_from_logits`).
 
     Parameters
     ----------
@@ -288,8 +288,10 @@ class CCA(Step):
         Strength of the pull towards the population's expert (the data term is a mean).
     weight : float | "population"
         Exponent of the expert in the product, the network's being 1. ``"population"``: the
-        expert's and the network's exponents fitted together on the population's validation
-        subjects at pretraining (``CCAExpert.fit_weight``), or 1 and 1 without them.
+        prior's exponents, i.e. the expert's and the network's fitted together on the
+        population's validation subjects at pretraining (``CCAExpert.fit_weight``; a bundle
+        written before the network's was fitted gives its expert's and 1), or those a patient's
+        expert was used with when a patient bundle is adapted again; 1 and 1 without a prior.
     """
 
     name = "cca"
@@ -323,11 +325,13 @@ class CCA(Step):
         return bundle
 
     def _exponents(self, prior: Any) -> tuple[float, float]:
-        """The expert's and the network's exponents: the population's fitted pair, or ``weight`` and 1."""
+        """The expert's and the network's exponents: the prior's (see ``weight``), or ``weight`` and 1."""
         if self.weight == "population":
             if prior is not None and prior.fitted_weight_ is not None:
                 net = prior.fitted_net_weight_  # None in bundles that fitted the expert's exponent alone
                 return prior.fitted_weight_, 1.0 if net is None else net
+            if prior is not None and prior.weight > 0:  # a patient's expert, adapted again
+                return prior.weight, prior.net_weight
             return 1.0, 1.0
         if isinstance(self.weight, str) or not self.weight >= 0:
             raise EEGTransferError(f"CCA(weight=) (cca_weight=) must be a number >= 0 or 'population', "
