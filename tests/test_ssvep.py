@@ -328,6 +328,10 @@ def test_bad_expert_arguments_get_one_line_naming_them():
         e.fit_weight(np.zeros((12, 4)), X, np.array(["9"] * 12))
     with pytest.raises(EEGTransferError, match=r"net_log_proba must have shape \(12, 4\), got \(12, 3\)"):
         e.fit_weight(np.zeros((12, 3)), X, y)
+    with pytest.raises(EEGTransferError, match=r"CCAExpert net_weight= must be a number >= 0, got -0.5"):
+        CCAExpert.for_classes(CLASSES, SFREQ).unfitted(weight=1.0, net_weight=-0.5)
+    with pytest.raises(EEGTransferError, match=r"CCAExpert weight= must be a number >= 0, got 'x'"):
+        CCAExpert(CLASSES, {"13": 13.0}, SFREQ, weight="x")
     with pytest.raises(EEGTransferError, match=r"CCA\(weight=\) \(cca_weight=\) must be a number >= 0"):
         parse_strategy("cca", cca_weight=-1)[0].fit(
             type("B", (), {"classes": CLASSES, "cca": None,

@@ -45,5 +45,6 @@ __all__ = [
     "CCA", "HEAD_L2", "MARGIN", "STRATEGIES", "AdaBN", "AdaptationReport", "Align", "Full", "GuardDecision", "Head",
     "LastK", "Step", "adabn", "adapt", "alignment_matrix", "apply_alignment", "auto_candidates",
     "check_class_counts", "chronological_folds", "chronological_split", "cross_fit", "fit_head",
-    "fit_head_lbfgs", "parse_strategy", "required_classes", "run_steps", "select_calibration", "timeline", "timeline_length",
+    "fit_head_lbfgs", "parse_strategy", "required_classes", "run_steps", "select_calibration", "timeline",
+    "timeline_length",
 ]

@@ -320,8 +320,8 @@ class CCA(Step):
             raise EEGTransferError(f"step 'cca' needs SSVEP classes named by frequency (such as '13' or "
                                    f"'13Hz'); this model's classes are {bundle.classes}")
         bundle.cca = expert.fit(X, y, l2=self.l2, prior=prior)
-        self.facts_ = {"cca_prior": "population" if prior is not None else "none", "cca_weight": round(float(weight), 4),
-                       "cca_net_weight": round(net_weight, 4)}
+        self.facts_ = {"cca_prior": "population" if prior is not None else "none",
+                       "cca_weight": round(float(weight), 4), "cca_net_weight": round(float(net_weight), 4)}
         return bundle
 
     def _exponents(self, prior: Any) -> tuple[float, float]:
