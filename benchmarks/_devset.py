@@ -2,14 +2,16 @@
 
 ``dev_first_run.py`` and ``fusion_weights.py`` run the targets of ``--subjects`` (a range such as
 ``1-6``) into ``--out``, reusing the populations of ``--pop-cache``, or merge the CSVs of
-finished parts (``--merge``).
+finished parts (``--merge``); :func:`population` pretrains (or reloads) a target's population.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -37,3 +39,33 @@ def merge_parts(folders: list[Path], csv_name: str, out: Path) -> pd.DataFrame:
 def subject_list(df: pd.DataFrame) -> str:
     """The subjects of a table, in order, for the command line a result file quotes."""
     return ",".join(sorted(df["subject"].astype(str).unique(), key=int))
+
+
+def population(d: dict, pop: np.ndarray, aligned: bool, target: int, cache: Path | None):
+    """The population of every subject but ``target`` (``pop``), plain or aligned.
+
+    Pretrained with the protocol's recipe, or reloaded from ``cache`` with its CCA expert refitted
+    by the current code; kept in ``cache`` when given.
+    """
+    from eegtransfer.adaptation.alignment import align_per_group
+    from eegtransfer.bundle import Bundle
+    from eegtransfer.evaluation.loso import PRETRAIN
+    from eegtransfer.training.pretraining import population_cca, pretrain
+
+    t0 = time.perf_counter()
+    meta, X = d["meta"], d["Xn"]
+    y = meta["label"].astype(str).to_numpy()
+    cached = cache / f"{target}-{'aligned' if aligned else 'plain'}" if cache else None
+    if cached is not None and cached.exists():
+        b = Bundle.load(cached)
+        subjects = meta["subject"].astype(str).to_numpy()[pop]
+        Xp = align_per_group(X[pop], subjects) if aligned else X[pop]
+        b.cca = population_cca(Xp, y[pop], b.classes, d["net"], net=b.model, device="cpu",
+                               val=np.isin(subjects, b.provenance["validation_subjects"]))
+    else:
+        b = pretrain(X[pop], y[pop], meta[pop], d["net"], align=aligned, device="cpu", seed=0, **PRETRAIN)
+        if cached is not None:
+            b.save(cached)
+    print(target, "aligned" if aligned else "plain", round(time.perf_counter() - t0), b.metrics.get("val_acc"),
+          "expert weight", b.cca.fitted_weight_, "network weight", b.cca.fitted_net_weight_, flush=True)
+    return b

@@ -17,13 +17,12 @@ adaptation is measured in minutes.
 from __future__ import annotations
 
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _devset import dev_arguments, merge_parts, subject_list
+from _devset import dev_arguments, merge_parts, population, subject_list
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,12 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import balanced_accuracy_score
 
     from eegtransfer.adaptation import CCA, Align, Head, adapt, run_steps
-    from eegtransfer.adaptation.alignment import align_per_group
-    from eegtransfer.bundle import Bundle
-    from eegtransfer.evaluation.loso import PRETRAIN, load
+    from eegtransfer.evaluation.loso import load
     from eegtransfer.evaluation.protocol import split_target, target_window
     from eegtransfer.ssvep import CCAExpert
-    from eegtransfer.training.pretraining import population_cca, pretrain
 
     a = dev_arguments(__doc__.splitlines()[0], argv, pop_cache_help="folder for the pretrained populations")
     if a.merge:
@@ -57,24 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         mt = meta[t].reset_index(drop=True)
         first, _ = split_target(mt)
         Xt, yt, pop = X[t], y_all[t], ~t
-        pops = {}
-        for aligned in (False, True):
-            t0 = time.perf_counter()
-            cached = a.pop_cache / f"{target}-{'aligned' if aligned else 'plain'}" if a.pop_cache else None
-            if cached is not None and cached.exists():
-                b = pops[aligned] = Bundle.load(cached)
-                subjects = meta["subject"].astype(str).to_numpy()[pop]
-                Xp = align_per_group(X[pop], subjects) if aligned else X[pop]
-                b.cca = population_cca(Xp, y_all[pop], b.classes, d["net"], net=b.model, device="cpu",
-                                       val=np.isin(subjects, b.provenance["validation_subjects"]))
-            else:
-                pops[aligned] = pretrain(X[pop], y_all[pop], meta[pop], d["net"], align=aligned, device="cpu",
-                                         seed=0, **PRETRAIN)
-                if cached is not None:
-                    pops[aligned].save(cached)
-            print(target, "aligned" if aligned else "plain", round(time.perf_counter() - t0),
-                  pops[aligned].metrics.get("val_acc"), "expert weight", pops[aligned].cca.fitted_weight_,
-                  "network weight", pops[aligned].cca.fitted_net_weight_, flush=True)
+        pops = {aligned: population(d, pop, aligned, target, a.pop_cache) for aligned in (False, True)}
         plain_cca = CCAExpert.for_classes(pops[False].classes, d["net"].sfreq, max_freq=d["net"].h_freq, weight=0.0,
                                           bands=[None], n_components=1).fit(X[pop], y_all[pop], l2=1e-3)
         for label in ("1", "2"):

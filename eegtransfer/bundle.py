@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from .adaptation.report import AdaptationReport
+    from .covariance import TangentSpaceExpert
     from .io.recordings import Recording
     from .ssvep import CCAExpert
 
@@ -156,6 +157,9 @@ class Bundle:
         For SSVEP classes: canonical-correlation class probabilities multiplied with the
         network's (its ``weight`` and ``net_weight`` are their exponents; ``weight`` 0 keeps it
         as a prior for the ``cca`` step).
+    ts : eegtransfer.covariance.TangentSpaceExpert | None
+        The patient's own tangent-space classifier (the ``ts`` step), multiplied into the
+        product with its exponent ``weight``.
     """
 
     def __init__(self, model: nn.Module, model_name: str, recipe: Recipe, classes: list[str],
@@ -165,7 +169,8 @@ class Bundle:
                  adaptation: AdaptationReport | None = None,
                  align: np.ndarray | None = None,
                  history: dict[str, Any] | None = None,
-                 cca: CCAExpert | None = None) -> None:
+                 cca: CCAExpert | None = None,
+                 ts: TangentSpaceExpert | None = None) -> None:
         self.model = model
         self.model_name = model_name
         self.recipe = recipe
@@ -177,6 +182,7 @@ class Bundle:
         self.align = None if align is None else np.asarray(align, dtype=np.float32)
         self.history = history or {}
         self.cca = cca
+        self.ts = ts
         self.path: Path | None = None
 
     # --- use -----------------------------------------------------------------
@@ -297,7 +303,7 @@ class Bundle:
     def proba_from_logits(self, logits: Any, X: np.ndarray) -> np.ndarray:
         """:meth:`predict_proba` given the network's logits on the preprocessed trials ``X``.
 
-        The CCA expert, when there is one, reads ``X`` (before alignment).
+        The experts, when there are, read ``X`` (before alignment).
         """
         import torch
 
@@ -307,6 +313,8 @@ class Bundle:
             # A product of experts: the network's probabilities times the CCA expert's, each
             # raised to its exponent (the network's tempers its overconfidence).
             logp = self.cca.net_weight * logp + self.cca.weight * self.cca.log_proba(X)
+        if self.ts is not None and self.ts.weight > 0 and len(X):
+            logp = logp + self.ts.weight * self.ts.log_proba(X)
         return torch.softmax(torch.as_tensor(logp), dim=1).numpy().astype(np.float32)
 
     def predict(self, data: Any, *, device: str | None = None) -> np.ndarray:
@@ -377,6 +385,7 @@ class Bundle:
         new.metrics = copy.deepcopy(self.metrics)
         new.adaptation = copy.deepcopy(self.adaptation)
         new.cca = copy.deepcopy(self.cca)
+        new.ts = copy.deepcopy(self.ts)
         new.recipe = Recipe.from_dict(self.recipe.to_dict())
         new.path = None
         return new
@@ -411,6 +420,7 @@ class Bundle:
                                     else self.adaptation),
             "history": _jsonable(self.history),
             "cca": None if self.cca is None else _jsonable(self.cca.to_dict()),
+            "ts": None if self.ts is None else _jsonable(self.ts.to_dict()),
         }
 
     @verbose_decorator
@@ -462,6 +472,7 @@ class Bundle:
         from safetensors.torch import load_file
 
         from .adaptation.report import AdaptationReport
+        from .covariance import TangentSpaceExpert
         from .models import build_model
         from .ssvep import CCAExpert
 
@@ -486,7 +497,8 @@ class Bundle:
                 provenance=meta.get("provenance"), metrics=meta.get("metrics"),
                 adaptation=AdaptationReport.from_dict(meta.get("adaptation")),
                 align=None if align is None else align.numpy(),
-                history=meta.get("history"), cca=CCAExpert.from_dict(meta.get("cca")))
+                history=meta.get("history"), cca=CCAExpert.from_dict(meta.get("cca")),
+                ts=TangentSpaceExpert.from_dict(meta.get("ts")))
         b.path = path
         return b
 
@@ -680,7 +692,7 @@ def summarize(meta: dict[str, Any]) -> str:
         f"recipe     band {r['l_freq']}-{r['h_freq']} Hz, notch {r['notch']}, reference {r['reference']}, "
         f"x{r['scale']:g}, standardize={r['standardize']}",
     ]
-    lines += _expert_lines(meta.get("cca"))
+    lines += _expert_lines(meta.get("cca")) + _ts_lines(meta.get("ts"))
     if meta.get("adaptation"):
         return "\n".join(lines + _patient_lines(meta))
     lines += _provenance_lines(p) + ([f"parent     {p['parent']}"] if "parent" in p else [])
@@ -701,6 +713,15 @@ def _expert_lines(cca: dict[str, Any] | None) -> list[str]:
         part += (f"; exponents fitted on the validation subjects: expert {fitted:.2f}"
                  + ("" if net is None else f", network {net:.2f}"))
     return [f"expert     CCA at {freqs} Hz on {bands} band{'s' if bands > 1 else ''}: {part}"]
+
+
+def _ts_lines(ts: dict[str, Any] | None) -> list[str]:
+    """One line on the patient's tangent-space classifier, when there is one."""
+    if not ts:
+        return []
+    n = len(ts["classes"])
+    return [f"expert     tangent space + logistic regression on the patient's covariances ({n} classes): "
+            f"weight {ts['weight']:.2f} in the product"]
 
 
 def check_output_path(path: str | Path, *, overwrite: bool = False,

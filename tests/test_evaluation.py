@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eegtransfer.covariance import covariances, filter_bank
 from eegtransfer.errors import EEGTransferError
 from eegtransfer.evaluation import baselines as bl
 from eegtransfer.evaluation.protocol import calibration_window, split_target
@@ -110,7 +111,7 @@ def test_baselines_on_one_real_subject_are_above_chance(mne_data):
     y = meta["label"].astype(str).to_numpy()
     t = (meta["subject"] == "1").to_numpy()
     first, test = split_target(meta[t].reset_index(drop=True))
-    C = bl.covariances(bl.filter_bank(X, recipe.sfreq, [13.0, 17.0, 21.0]))
+    C = covariances(filter_bank(X, recipe.sfreq, [13.0, 17.0, 21.0]))
     Ct, yt = C[t], y[t]
     cca = bl.CCADetector(sfreq=recipe.sfreq, max_freq=recipe.h_freq).fit(X[t][first], yt[first])
     # 32 test trials, 4 classes: 14 correct has p < 0.03 under chance. The CCA also checks the

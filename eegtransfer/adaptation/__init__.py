@@ -4,8 +4,9 @@
    ones in recording time (:func:`select_calibration`), so later data is the test.
 2. :func:`parse_strategy` turns a strategy name into a chain of steps
    (:mod:`~eegtransfer.adaptation.steps`): :class:`Align` and :class:`AdaBN` need no labels,
-   :class:`Head`, :class:`LastK` and :class:`Full` do, and :class:`CCA` fuses a canonical-correlation
-   expert for SSVEP classes. A user can pass their own steps.
+   :class:`Head`, :class:`LastK` and :class:`Full` do, :class:`CCA` fuses a canonical-correlation
+   expert for SSVEP classes and :class:`TS` the patient's own tangent-space classifier. A user can
+   pass their own steps.
 3. :func:`adapt` fits the chain on a copy of the population bundle; the guard
    (:mod:`~eegtransfer.adaptation.guard`) keeps it only if cross-fitted log-loss on unseen
    calibration trials beats the zero-shot model; ``strategy="auto"`` picks among candidates
@@ -31,6 +32,7 @@ from .steps import (
     CCA,
     HEAD_L2,
     STRATEGIES,
+    TS,
     AdaBN,
     Align,
     Full,
@@ -43,7 +45,7 @@ from .steps import (
 
 __all__ = [
     "CCA", "HEAD_L2", "MARGIN", "STRATEGIES", "AdaBN", "AdaptationReport", "Align", "Full", "GuardDecision", "Head",
-    "LastK", "Step", "adabn", "adapt", "alignment_matrix", "apply_alignment", "auto_candidates",
+    "LastK", "Step", "TS", "adabn", "adapt", "alignment_matrix", "apply_alignment", "auto_candidates",
     "check_class_counts", "chronological_folds", "chronological_split", "cross_fit", "fit_head",
     "fit_head_lbfgs", "parse_strategy", "required_classes", "run_steps", "select_calibration", "timeline",
     "timeline_length",

@@ -35,6 +35,14 @@ def auto_candidates(bundle: Bundle, labels: np.ndarray | None = None) -> list[st
     the simplest candidate (measured in the previous release). The zero-shot network is not a
     candidate: as the reference it kept the network alone for one subject there and lost 17
     points on it.
+
+    Each SSVEP candidate also comes with the patient's own tangent-space classifier multiplied
+    in (``+ts``, :class:`~eegtransfer.covariance.TangentSpaceExpert`): covariances carry the power
+    at each frequency, which CCA's phase-locked references miss. On 4-fold cross-validation
+    within the first runs (``benchmarks/results/dev_one_run``, 24 calibration trials, a stand-in
+    for one run) ``auto`` rose from 85.5 % to 88.6 % with them; with 1 or 2 minutes, where the
+    classifier has 2-5 trials per class, it scored 83.8 / 84.8 % against 84.3 / 85.8 % (one and
+    two development trials over 11 subjects); the cross-fitting makes the choice per patient.
     """
     from ..ssvep import ssvep_frequencies
 
@@ -50,6 +58,7 @@ def auto_candidates(bundle: Bundle, labels: np.ndarray | None = None) -> list[st
         cands = ["cca" if c == "none" else f"{c}+cca" for c in cands]
         if not new_classes:
             cands = [c for c in cands if not any(s.supervised for s in parse_strategy(c) if s.name != "cca")]
+        cands += [f"{c}+ts" for c in cands]
     return cands
 
 

@@ -26,6 +26,9 @@ def run_steps(bundle: Bundle, steps: Sequence[Step], X: np.ndarray, labels: np.n
 
     seed_everything(seed)
     new = bundle.copy()
+    # The patient's tangent-space classifier belongs to one calibration set: adapting again
+    # refits it (step ts) or drops it.
+    new.ts = None
     new.model.to(device)
     for step in steps:
         step.fit(new, X, labels if step.supervised else None, X_unlabeled=X_unlabeled, device=device, seed=seed)

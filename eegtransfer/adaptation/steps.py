@@ -13,7 +13,10 @@ population bundle) and records what it did in ``facts_``. Label-free steps run f
 - ``Full`` (labels): every layer, with a small learning rate.
 - ``CCA`` (labels, SSVEP classes): a canonical-correlation expert (:class:`eegtransfer.ssvep.CCAExpert`)
   fitted on the calibration trials, pulled towards the population's; the bundle then multiplies
-  its probabilities with the network's. It runs last and combines with any other step.
+  its probabilities with the network's. It runs after the network's steps and combines with any.
+- ``TS`` (labels, any classes): the patient's own tangent-space + logistic-regression classifier
+  on covariances (:class:`eegtransfer.covariance.TangentSpaceExpert`), also multiplied into
+  the product. It runs last.
 
 Labels outside the population's classes train a **new head** for exactly the classes found
 (a new task), pulled towards zero rather than towards its random initial weights. A user step
@@ -36,10 +39,10 @@ logger = logging.getLogger("eegtransfer")
 CCA_L2 = 1.0
 SUPERVISED = ("head", "last-k", "full")
 UNSUPERVISED = ("align", "bn")  # in the order they run
-EXPERTS = ("cca",)  # after the network's steps
+EXPERTS = ("cca", "ts")  # after the network's steps, in this order
 STRATEGIES = ("none", "head", "last-k", "full", "bn", "align",
               "align+head", "bn+head", "align+last-k", "cca", "bn+cca", "head+cca", "align+cca", "align+head+cca",
-              "auto")
+              "ts", "cca+ts", "bn+cca+ts", "align+cca+ts", "auto")
 
 
 class Step:
@@ -339,6 +342,40 @@ class CCA(Step):
         return float(self.weight), 1.0
 
 
+class TS(Step):
+    """Multiply the patient's own tangent-space classifier into the product (any class set).
+
+    A :class:`~eegtransfer.covariance.TangentSpaceExpert` (covariances of the extended signal
+    for SSVEP classes, of the trials otherwise; tangent space at their mean; logistic regression
+    with balanced class weights) is fitted on the calibration trials of the bundle's classes
+    (after a new head, the new ones). It learns from this patient alone, so it needs many
+    calibration trials to help: ``auto`` keeps it only where cross-fitting says it does.
+
+    Parameters
+    ----------
+    C : float
+        Inverse L2 strength of its logistic regression (scikit-learn's default 1).
+    weight : float
+        Its exponent in the product.
+    """
+
+    name = "ts"
+    supervised = True
+
+    def __init__(self, C: float = 1.0, weight: float = 1.0) -> None:
+        self.C, self.weight = C, weight
+
+    def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
+            X_unlabeled: np.ndarray | None = None, device: Any = None, seed: int = 0) -> Bundle:
+        from ..covariance import TangentSpaceExpert
+
+        if y is None:
+            raise EEGTransferError("step 'ts' needs labelled calibration trials")
+        bundle.ts = TangentSpaceExpert(bundle.classes, bundle.sfreq, weight=self.weight, C=self.C).fit(X, y)
+        self.facts_ = {"ts_weight": float(self.weight), "ts_C": float(self.C)}
+        return bundle
+
+
 _STEP_PARAMS = {"head": ("l2", "solver", "balanced"), "last-k": ("k",), "full": ()}
 _TRAIN_PARAMS = ("epochs", "lr", "batch_size", "patience", "val_fraction", "progress")
 
@@ -349,7 +386,7 @@ def parse_strategy(strategy: str, **params: Any) -> list[Step]:
     ``parse_strategy("align+head", l2=0.1)`` -> ``[Align(), Head(l2=0.1)]``. ``params`` go to
     the supervised step that accepts them (``k`` for last-k, ``l2``/``solver`` for head, and
     ``epochs``, ``lr``, ``batch_size``, ``patience``, ``val_fraction``, ``progress``); ``cca_l2`` and
-    ``cca_weight`` go to the CCA expert.
+    ``cca_weight`` go to the CCA expert, ``ts_C`` and ``ts_weight`` to the tangent-space one.
     """
     parts = [p.strip().lower() for p in str(strategy).split("+") if p.strip()]
     known = set(SUPERVISED) | set(UNSUPERVISED) | set(EXPERTS) | {"none"}
@@ -358,7 +395,7 @@ def parse_strategy(strategy: str, **params: Any) -> list[Step]:
             or ("none" in parts and len(parts) > 1)):
         raise EEGTransferError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)} "
                                "(the label-free steps bn and align combine with one of head, last-k, full, "
-                               "and cca with any of them)")
+                               "and the experts cca and ts with any of them)")
     steps: list[Step] = [Align() for p in parts if p == "align"] + [AdaBN() for p in parts if p == "bn"]
     if sup:
         cls = {"head": Head, "last-k": LastK, "full": Full}[sup[0]]
@@ -367,4 +404,7 @@ def parse_strategy(strategy: str, **params: Any) -> list[Step]:
     if "cca" in parts:
         kw = {"l2": params.get("cca_l2"), "weight": params.get("cca_weight")}
         steps.append(CCA(**{k: v for k, v in kw.items() if v is not None}))
+    if "ts" in parts:
+        kw = {"C": params.get("ts_C"), "weight": params.get("ts_weight")}
+        steps.append(TS(**{k: v for k, v in kw.items() if v is not None}))
     return steps

@@ -4,8 +4,9 @@ All take the same calibration and test trials as our methods (see
 :mod:`eegtransfer.evaluation.protocol`); none sees a test label.
 
 - ``TS+LR`` and ``MDM`` (within subject): covariances (filter-bank ones for SSVEP: a band
-  around each stimulation frequency, MOABB's extended SSVEP signal), then tangent space and
-  logistic regression, or minimum distance to mean.
+  around each stimulation frequency, MOABB's extended SSVEP signal, from
+  :mod:`eegtransfer.covariance`), then tangent space and logistic regression (balanced class
+  weights), or minimum distance to mean.
 - ``RCT MDM``, ``RCT TS+LR`` (population and calibration): re-centring (pyRiemann
   ``TLCenter``) of each subject's covariances, then MDM or TS+LR fitted on the population and
   the calibration trials together.
@@ -31,36 +32,6 @@ from ..errors import EEGTransferError
 from ..ssvep import band_top, filter_bank_correlations, ssvep_frequencies
 
 
-def filter_bank(X: np.ndarray, sfreq: float, freqs: list[float], width: float = 1.0) -> np.ndarray:
-    """MOABB's extended SSVEP signal: the trials band-passed around each stimulation frequency.
-
-    Parameters
-    ----------
-    X : ndarray, shape (n_trials, n_chans, n_times)
-    sfreq : float
-    freqs : list of float
-        Stimulation frequencies in Hz.
-    width : float
-        Half-width of each band in Hz.
-
-    Returns
-    -------
-    ext : ndarray, shape (n_trials, n_chans * len(freqs), n_times)
-    """
-    import mne
-
-    bands = [mne.filter.filter_data(X.astype(np.float64), sfreq, f - width, f + width, verbose=False)
-             for f in freqs]
-    return np.concatenate(bands, axis=1)
-
-
-def covariances(ext: np.ndarray) -> np.ndarray:
-    """Ledoit-Wolf shrunk covariances of (filter-bank) trials: (n_trials, n, n)."""
-    from pyriemann.estimation import Covariances
-
-    return Covariances(estimator="lwf").fit_transform(ext)
-
-
 def within_subject_pipelines() -> dict[str, Any]:
     """TS+LR and MDM on covariances (filter-bank ones for SSVEP), fitted on one subject's calibration."""
     from pyriemann.classification import MDM
@@ -68,7 +39,10 @@ def within_subject_pipelines() -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    return {"TS+LR": make_pipeline(TangentSpace(metric="riemann"), LogisticRegression(max_iter=1000)),
+    # Balanced class weights: a chronological calibration window is mostly one class (the same
+    # logistic regression as the ts step's, TangentSpaceExpert).
+    return {"TS+LR": make_pipeline(TangentSpace(metric="riemann"),
+                                   LogisticRegression(class_weight="balanced", max_iter=1000)),
             "MDM": MDM(metric="riemann")}
 
 

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..covariance import covariances, filter_bank
 from . import baselines as bl
 from .protocol import split_target, target_window
 
-PLAIN = ("bn", "head", "bn+head", "last-k", "cca", "bn+cca", "head+cca", "auto")
-ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca", "auto")
+PLAIN = ("bn", "head", "bn+head", "last-k", "ts", "cca", "bn+cca", "head+cca", "cca+ts", "bn+cca+ts", "auto")
+ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca", "align+cca+ts", "auto")
 PRETRAIN = {"epochs": 25, "patience": 10, "lr": 1e-2, "batch_size": 64}
 WINDOWS = ("1", "2", "run")
 
@@ -50,8 +51,8 @@ def load(dataset: Any, sfreq: float | None = None) -> dict[str, Any]:
     if not meta[cols].equals(meta_b[cols]):
         raise RuntimeError("the two recipes cut different trials")
     freqs = bl.ssvep_frequencies(sorted(meta["label"].unique()))
-    ext = bl.filter_bank(Xb, base.sfreq, list(freqs.values())) if freqs else Xb
-    return {"name": dataset_name(dataset), "Xn": Xn, "Xb": Xb, "C": bl.covariances(ext), "meta": meta,
+    ext = filter_bank(Xb, base.sfreq, list(freqs.values())) if freqs else Xb
+    return {"name": dataset_name(dataset), "Xn": Xn, "Xb": Xb, "C": covariances(ext), "meta": meta,
             "net": net, "base": base, "ssvep": bool(freqs)}
 
 
