@@ -103,7 +103,7 @@ def test_strategy_names_with_cca():
     steps = parse_strategy("align+head+cca", cca_l2=3.0, cca_weight=0.5)
     assert [type(s) for s in steps] == [Align, Head, CCA]
     assert (steps[-1].l2, steps[-1].weight) == (3.0, 0.5)
-    with pytest.raises(EEGTransferError, match="cca with any"):
+    with pytest.raises(EEGTransferError, match="the experts cca and ts with any"):
         parse_strategy("cca+cca")
 
 
