@@ -235,8 +235,9 @@ def test_manifest_whole_file_labels_new_head_and_pretrain(population, kalunga_pa
     res = json.loads(r.stdout)
     strided = sum(int(np.floor(r["seconds"] - 5.0 - 2 / 128)) + 1 for r in rows[:2])
     assert strided > 3 * total and res["n_heldout_trials"] == strided - 12
-    # a new class set: a head is trained; SSVEP classes: every candidate is fused with the CCA expert
-    assert set(res["candidates"]) == {"head+cca", "bn+head+cca"}
+    # a new class set: a head is trained; SSVEP classes: every candidate is fused with the CCA expert,
+    # and each also with the patient's tangent-space classifier (here two classes)
+    assert set(res["candidates"]) == {"head+cca", "bn+head+cca", "head+cca+ts", "bn+head+cca+ts"}
     assert res["chosen"] in res["candidates"] and "auto chose" in report_s.read_text()
     bad = run_cli("calibrate", "--model", population, "--manifest", man, "--stride", 0, "--out", tmp_path / "x")
     assert "--stride must be > 0" in one_line_error(bad)
