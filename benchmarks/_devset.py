@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eegtransfer.bundle import Bundle
 
 
 def dev_arguments(description: str, argv: list[str] | None, *, pop_cache_help: str) -> argparse.Namespace:
@@ -41,7 +45,7 @@ def subject_list(df: pd.DataFrame) -> str:
     return ",".join(sorted(df["subject"].astype(str).unique(), key=int))
 
 
-def population(d: dict, pop: np.ndarray, aligned: bool, target: int, cache: Path | None):
+def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int, cache: Path | None) -> Bundle:
     """The population of every subject but ``target`` (``pop``), plain or aligned.
 
     Pretrained with the protocol's recipe, or reloaded from ``cache`` with its CCA expert refitted

@@ -5,7 +5,10 @@ calibration window) cannot score the one-run window: nothing of the first run is
 one-run window is stood in for by **4-fold cross-validation within the first run**: each fold
 holds every 4th trial of each class (24 calibration trials, 8 development trials; the runs are
 recorded in class blocks, so consecutive folds would lack a class). The test runs are never
-read. Windows ``1`` and ``2`` are those of ``dev_first_run.py``::
+read. Windows ``1`` and ``2`` are those of ``dev_first_run.py``. Scores are plain accuracy pooled
+over a subject's folds (``dev_first_run.py`` reports balanced accuracy). The folds interleave the
+trials, so a development trial has calibration trials recorded next to it: this favours
+classifiers fitted on the patient alone::
 
     python benchmarks/dev_one_run.py --subjects 1-6 --out benchmarks/out/one_a --pop-cache POPS &
     python benchmarks/dev_one_run.py --subjects 7-11 --out benchmarks/out/one_b --pop-cache POPS &
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         first, _ = split_target(mt)
         Xt, yt = X[t], y_all[t]
         pops = {aligned: population(d, ~t, aligned, target, a.pop_cache) for aligned in (False, True)}
-        for window, cal, dev in splits(mt, first, yt, d["net"].tmax, split_target, target_window):
+        for window, cal, dev in splits(mt, first, yt, d["net"].tmax, target_window):
             fits = {s: adapt(pops[False], Xt[cal], yt[cal], strategy=s, guard=False, device="cpu", seed=0)
                     for s in STRATEGIES}
             for name, aligned in (("auto", False), ("auto (aligned population)", True)):
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def splits(mt: pd.DataFrame, first: np.ndarray, y: np.ndarray, trial_seconds: float, split_target, target_window):
+def splits(mt: pd.DataFrame, first: np.ndarray, y: np.ndarray, trial_seconds: float,
+           target_window: Callable[..., tuple[float, np.ndarray]]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(window, calibration mask, development mask): windows 1 and 2, then the folds of ``run``."""
     for label in ("1", "2"):
         cal = target_window(mt, first, label, trial_seconds=trial_seconds)[1]

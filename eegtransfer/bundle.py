@@ -54,7 +54,11 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("eegtransfer")
 
 FORMAT = "eegtransfer.bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest this reads and writes
+# Format 3 = format 2 plus the patient's tangent-space expert ("ts"). Only a bundle that has one is
+# written as 3: a reader of format 2 would load it and silently predict without the expert, so it
+# must refuse it instead; every other bundle stays readable by format-2 readers.
+TS_FORMAT_VERSION = 3
 META_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.safetensors"
 ALIGN_KEY = "__eegtransfer__.align"
@@ -400,7 +404,7 @@ class Bundle:
                 config = None
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": TS_FORMAT_VERSION if self.ts is not None else 2,
             "model": {
                 "name": self.model_name,
                 "n_chans": len(self.ch_names),
@@ -692,11 +696,16 @@ def summarize(meta: dict[str, Any]) -> str:
         f"recipe     band {r['l_freq']}-{r['h_freq']} Hz, notch {r['notch']}, reference {r['reference']}, "
         f"x{r['scale']:g}, standardize={r['standardize']}",
     ]
-    lines += _expert_lines(meta.get("cca")) + _ts_lines(meta.get("ts"))
+    lines += expert_lines(meta)
     if meta.get("adaptation"):
         return "\n".join(lines + _patient_lines(meta))
     lines += _provenance_lines(p) + ([f"parent     {p['parent']}"] if "parent" in p else [])
     return "\n".join(lines + _metric_lines(meta.get("metrics") or {}))
+
+
+def expert_lines(meta: dict[str, Any]) -> list[str]:
+    """One ``expert     ...`` line per expert of a bundle's ``bundle.json`` (CCA, tangent space)."""
+    return _expert_lines(meta.get("cca")) + _ts_lines(meta.get("ts"))
 
 
 def _expert_lines(cca: dict[str, Any] | None) -> list[str]:

@@ -13,6 +13,7 @@ to its phase, or a task without stimulation frequencies.
 
 from __future__ import annotations
 
+import logging
 import numbers
 from typing import Any
 
@@ -20,6 +21,8 @@ import numpy as np
 
 from .errors import EEGTransferError
 from .ssvep import _log_softmax, ssvep_frequencies
+
+logger = logging.getLogger("eegtransfer")
 
 BAND_WIDTH = 1.0  # Hz on each side of a stimulation frequency in the extended signal
 TS_C = 1.0  # inverse L2 strength of the logistic regression (scikit-learn's default)
@@ -49,7 +52,17 @@ def filter_bank(X: np.ndarray, sfreq: float, freqs: list[float], width: float = 
 
 
 def covariances(ext: np.ndarray) -> np.ndarray:
-    """Ledoit-Wolf shrunk covariances of (filter-bank) trials: (n_trials, n, n)."""
+    """Ledoit-Wolf shrunk covariances of (filter-bank) trials.
+
+    Parameters
+    ----------
+    ext : ndarray, shape (n_trials, n, n_times)
+        Trials, or their extended signal (:func:`filter_bank`).
+
+    Returns
+    -------
+    C : ndarray, shape (n_trials, n, n)
+    """
     from pyriemann.estimation import Covariances
 
     return Covariances(estimator="lwf").fit_transform(np.asarray(ext, dtype=np.float64))
@@ -83,7 +96,7 @@ class TangentSpaceExpert:
                                        f"{'> 0' if name == 'C' else '>= 0'}, got {value!r}")
         self.classes = [str(c) for c in classes]
         self.sfreq, self.weight, self.C = float(sfreq), float(weight), float(C)
-        self.freqs = list(ssvep_frequencies(self.classes).values())  # [] : broadband covariances
+        self.freqs = _band_frequencies(self.classes, self.sfreq)  # [] : broadband covariances
         self.reference_: np.ndarray | None = None
         self.coef_: np.ndarray | None = None
         self.intercept_: np.ndarray | None = None
@@ -127,6 +140,7 @@ class TangentSpaceExpert:
         return _log_softmax(self._tangent(self.covariances(X)) @ self.coef_.T + self.intercept_)
 
     def to_dict(self) -> dict[str, Any]:
+        """Parameters and fitted arrays as JSON-ready lists (a bundle's ``ts`` field)."""
         return {"classes": self.classes, "sfreq": self.sfreq, "weight": self.weight, "C": self.C,
                 "reference": None if self.reference_ is None else self.reference_.tolist(),
                 "coef": None if self.coef_ is None else self.coef_.tolist(),
@@ -134,6 +148,7 @@ class TangentSpaceExpert:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> TangentSpaceExpert | None:
+        """The expert :meth:`to_dict` wrote; ``None`` for a bundle without one."""
         if not d:
             return None
         e = cls(d["classes"], d["sfreq"], weight=d["weight"], C=d["C"])
@@ -144,3 +159,17 @@ class TangentSpaceExpert:
     def __repr__(self) -> str:
         bands = f"{len(self.freqs)} bands" if self.freqs else "broadband"
         return f"TangentSpaceExpert(classes={self.classes}, {bands}, weight={self.weight:g}, C={self.C:g})"
+
+
+def _band_frequencies(classes: list[str], sfreq: float) -> list[float]:
+    """The stimulation frequencies whose bands the extended signal holds, or ``[]`` for broadband.
+
+    Every band must fit between 0 Hz and Nyquist; otherwise (numeric labels that are not
+    frequencies, such as motor-imagery codes ``"1"`` to ``"4"``) the trials' own covariances are used.
+    """
+    freqs = list(ssvep_frequencies(classes).values())
+    if all(BAND_WIDTH < f < sfreq / 2 - BAND_WIDTH for f in freqs):
+        return freqs
+    logger.info("class names %s read as frequencies do not all fit a %g Hz band under Nyquist (%g Hz): "
+                "the tangent-space expert uses broadband covariances", freqs, BAND_WIDTH, sfreq / 2)
+    return []

@@ -502,6 +502,8 @@ def calibration_statement(meta: dict[str, Any]) -> str:
 
 
 def _calibration_html(meta: dict[str, Any]) -> str:
+    from .bundle import expert_lines
+
     cal, ad = _calibration(meta), meta.get("adaptation") or {}
     counts = cal.get("calibration_counts")
     guard = ad.get("guard")
@@ -510,6 +512,7 @@ def _calibration_html(meta: dict[str, Any]) -> str:
             *([("auto chose", f"{ad.get('chosen')}, the lowest cross-fitted log-loss on unseen calibration "
                 "trials of " + ", ".join(f"{k} {float(v):.3f}" for k, v in cands.items()))] if cands else []),
             ("steps that ran", fmt_list(ad.get("steps"), "none (zero-shot)")),
+            *[("expert in the product", line.removeprefix("expert").strip()) for line in expert_lines(meta)],
             ("new head", bool(ad.get("new_head"))),
             ("guard", f"kept the {guard['kept']} model" if guard else f"skipped: {ad.get('guard_skipped')}"
              if ad.get("guard_skipped") else "not run"),

@@ -108,8 +108,63 @@ def test_ts_step_multiplies_into_the_product_saves_and_is_dropped_when_adapting_
                                atol=1e-4)
     assert "expert     tangent space + logistic regression on the patient's covariances (3 classes)" \
         in summarize(patient.to_meta())
+    from eegtransfer.adaptation import adapt
+    from eegtransfer.report import build_report
+
+    adapted = adapt(fake_population, Xt[:30], yt[:30], strategy="ts", guard=False, device="cpu")
+    body = "".join(build_report(adapted.to_meta()).html)  # the HTML report's calibration table too
+    assert "expert in the product" in body and "tangent space + logistic regression" in body
     patient.save(tmp_path / "p")
     back = Bundle.load(tmp_path / "p")
     np.testing.assert_allclose(back.predict_proba(Xt[30:]), patient.predict_proba(Xt[30:]), atol=1e-5)
     again = run_steps(back, [AdaBN()], Xt[:30], None)
     assert again.ts is None  # it belonged to the first calibration set
+
+
+def test_numbers_that_are_not_frequencies_read_broadband_covariances():
+    assert TangentSpaceExpert(["1", "2", "3", "4"], SFREQ).freqs == []  # motor-imagery codes
+    assert TangentSpaceExpert(["13", "31"], SFREQ).freqs == []  # 31 Hz: its band crosses Nyquist (32)
+    assert TangentSpaceExpert(["13", "17", "rest"], SFREQ).freqs == [13.0, 17.0]
+
+
+def test_ts_step_arguments_and_new_classes_get_one_line(fake_population, fake_trials):
+    with pytest.raises(EEGTransferError, match=r"TS\(weight=\) \(ts_weight=\) must be a number >= 0, got -1"):
+        parse_strategy("cca+ts", ts_weight=-1)
+    with pytest.raises(EEGTransferError, match=r"TS\(C=\) \(ts_C=\) must be a number > 0, got 0"):
+        TS(C=0)
+    X, meta, _ = fake_trials
+    y = np.where(meta["label"].to_numpy()[:12] == "feet", "tongue", meta["label"].to_numpy()[:12])
+    with pytest.raises(EEGTransferError, match="train a new head too, with strategy 'head\\+ts'"):
+        run_steps(fake_population, [TS()], X[:12], y)
+
+
+def test_adapting_a_ts_patient_again_compares_and_keeps_models_without_the_old_expert(fake_population,
+                                                                                     fake_trials, tmp_path,
+                                                                                     monkeypatch):
+    from eegtransfer.adaptation import adapt
+    from eegtransfer.bundle import Bundle
+    from eegtransfer.errors import BundleError
+
+    X, meta, _ = fake_trials
+    t = (meta["subject"] == "1").to_numpy()
+    Xt, yt = X[t], meta["label"].to_numpy()[t]
+    patient = adapt(fake_population, Xt[:30], yt[:30], strategy="ts", guard=False, device="cpu")
+    patient.save(tmp_path / "p")
+    back = Bundle.load(tmp_path / "p")
+    again = adapt(back, Xt[:30], yt[:30], strategy="head", device="cpu")
+    plain = back.copy()
+    plain.ts = None
+    reference = adapt(plain, Xt[:30], yt[:30], strategy="head", device="cpu")
+    # the guard scored the zero-shot model without the old expert, as the model it would keep
+    assert again.ts is None and again.adaptation.guard.compared == reference.adaptation.guard.compared
+    assert again.provenance["parent"] == str(tmp_path / "p")
+    # format 3 only where the expert is: a format-2 reader refuses it rather than predict without it
+    import json
+
+    assert json.loads((tmp_path / "p" / "bundle.json").read_text())["format_version"] == 3
+    again.save(tmp_path / "q")
+    assert json.loads((tmp_path / "q" / "bundle.json").read_text())["format_version"] == 2
+    monkeypatch.setattr("eegtransfer.bundle.FORMAT_VERSION", 2)
+    Bundle.load(tmp_path / "q")
+    with pytest.raises(BundleError, match="format version 3 is newer than this eegtransfer reads"):
+        Bundle.load(tmp_path / "p")

@@ -25,13 +25,23 @@ def run_steps(bundle: Bundle, steps: Sequence[Step], X: np.ndarray, labels: np.n
     from ..training.engine import seed_everything
 
     seed_everything(seed)
-    new = bundle.copy()
-    # The patient's tangent-space classifier belongs to one calibration set: adapting again
-    # refits it (step ts) or drops it.
-    new.ts = None
+    new = without_ts(bundle).copy()
     new.model.to(device)
     for step in steps:
         step.fit(new, X, labels if step.supervised else None, X_unlabeled=X_unlabeled, device=device, seed=seed)
+    return new
+
+
+def without_ts(bundle: Bundle) -> Bundle:
+    """``bundle`` without a patient's tangent-space classifier (a copy only when it has one).
+
+    That classifier belongs to one calibration set: adapting again refits it (step ``ts``) or
+    drops it, and the guard's zero-shot candidate must not be scored with it either.
+    """
+    if bundle.ts is None:
+        return bundle
+    new = bundle.copy()
+    new.ts, new.path = None, bundle.path  # the parent named in provenance stays the file
     return new
 
 
@@ -118,6 +128,7 @@ def adapt(
     t0 = time.perf_counter()
     dev = resolve_device(device)
     X = bundle.check_input(X)
+    bundle = without_ts(bundle)
     params = dict(k=k, epochs=epochs, lr=lr, batch_size=batch_size, val_fraction=val_fraction,
                   patience=patience, solver=head_solver, l2=head_l2, progress=progress)
     if isinstance(strategy, str) and strategy.strip().lower() == "auto":

@@ -26,11 +26,13 @@ is any object with ``name``, ``supervised`` and ``fit(bundle, X, y, **context)``
 from __future__ import annotations
 
 import logging
+import numbers
 from typing import Any
 
 import numpy as np
 
 from ..bundle import Bundle
+from ..covariance import TS_C
 from ..errors import EEGTransferError
 from .calibration import chronological_split
 from .headfit import HEAD_L2, fit_head
@@ -362,7 +364,11 @@ class TS(Step):
     name = "ts"
     supervised = True
 
-    def __init__(self, C: float = 1.0, weight: float = 1.0) -> None:
+    def __init__(self, C: float = TS_C, weight: float = 1.0) -> None:
+        for what, value, low in (("C", C, "> 0"), ("weight", weight, ">= 0")):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    value > 0 if low == "> 0" else value >= 0):
+                raise EEGTransferError(f"TS({what}=) (ts_{what}=) must be a number {low}, got {value!r}")
         self.C, self.weight = C, weight
 
     def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
@@ -371,6 +377,9 @@ class TS(Step):
 
         if y is None:
             raise EEGTransferError("step 'ts' needs labelled calibration trials")
+        if set(np.asarray(y).astype(str).tolist()) - set(bundle.classes):
+            raise EEGTransferError(f"the calibration classes {sorted(set(np.asarray(y).astype(str).tolist()))} are "
+                                   f"not the model's {bundle.classes}: train a new head too, with strategy 'head+ts'")
         bundle.ts = TangentSpaceExpert(bundle.classes, bundle.sfreq, weight=self.weight, C=self.C).fit(X, y)
         self.facts_ = {"ts_weight": float(self.weight), "ts_C": float(self.C)}
         return bundle
