@@ -45,6 +45,14 @@ def subject_list(df: pd.DataFrame) -> str:
     return ",".join(sorted(df["subject"].astype(str).unique(), key=int))
 
 
+def dev_data() -> tuple[dict[str, Any], pd.DataFrame, np.ndarray, np.ndarray]:
+    """Kalunga2016 at the network's recipe (64 Hz), as the protocol loads it: ``(d, meta, X, labels)``."""
+    from eegtransfer.evaluation.loso import load
+
+    d = load("Kalunga2016", sfreq=64.0)
+    return d, d["meta"], d["Xn"], d["meta"]["label"].astype(str).to_numpy()
+
+
 def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int, cache: Path | None) -> Bundle:
     """The population of every subject but ``target`` (``pop``), plain or aligned.
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _devset import dev_arguments, merge_parts, population, subject_list
+from _devset import dev_arguments, dev_data, merge_parts, population, subject_list
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import balanced_accuracy_score
 
     from eegtransfer.adaptation import CCA, Align, Head, adapt, run_steps
-    from eegtransfer.evaluation.loso import load
     from eegtransfer.evaluation.protocol import split_target, target_window
     from eegtransfer.ssvep import CCAExpert
 
@@ -43,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         write_tables(df, a.out, subject_list(df))
         return 0
     targets = a.targets
-    d = load("Kalunga2016", sfreq=64.0)
-    meta, X = d["meta"], d["Xn"]
-    y_all = meta["label"].astype(str).to_numpy()
+    d, meta, X, y_all = dev_data()
     rows, chosen = [], {}
     a.out.mkdir(parents=True, exist_ok=True)
     for target in targets:

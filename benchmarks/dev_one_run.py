@@ -28,7 +28,7 @@ from unittest import mock
 
 import numpy as np
 import pandas as pd
-from _devset import dev_arguments, merge_parts, population, subject_list
+from _devset import dev_arguments, dev_data, merge_parts, population, subject_list
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,7 +39,6 @@ STRATEGIES = ("cca", "bn+cca", "ts", "cca+ts", "bn+cca+ts")
 
 def main(argv: list[str] | None = None) -> int:
     from eegtransfer.adaptation import adapt, auto
-    from eegtransfer.evaluation.loso import load
     from eegtransfer.evaluation.protocol import split_target, target_window
 
     a = dev_arguments(__doc__.splitlines()[0], argv, pop_cache_help="folder for the pretrained populations")
@@ -47,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         df = merge_parts(a.merge, "dev_one_run.csv", a.out)
         write_tables(df, a.out, subject_list(df))
         return 0
-    d = load("Kalunga2016", sfreq=64.0)
-    meta, X = d["meta"], d["Xn"]
-    y_all = meta["label"].astype(str).to_numpy()
+    d, meta, X, y_all = dev_data()
     without_ts = auto.auto_candidates
     rows = []
     a.out.mkdir(parents=True, exist_ok=True)

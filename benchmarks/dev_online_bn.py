@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _devset import dev_arguments, population
+from _devset import dev_arguments, dev_data, population
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,13 +48,10 @@ def online_adabn_proba(bundle, X: np.ndarray, momentum: float) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     from eegtransfer.adaptation import adapt
-    from eegtransfer.evaluation.loso import load
     from eegtransfer.evaluation.protocol import split_target
 
     a = dev_arguments(__doc__.splitlines()[0], argv, pop_cache_help="folder for the pretrained populations")
-    d = load("Kalunga2016", sfreq=64.0)
-    meta, X = d["meta"], d["Xn"]
-    y_all = meta["label"].astype(str).to_numpy()
+    d, meta, X, y_all = dev_data()
     rows = []
     for target in a.targets:
         t = (meta["subject"].astype(str) == str(target)).to_numpy()

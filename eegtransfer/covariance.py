@@ -14,12 +14,11 @@ to its phase, or a task without stimulation frequencies.
 from __future__ import annotations
 
 import logging
-import numbers
 from typing import Any
 
 import numpy as np
 
-from .errors import EEGTransferError
+from .errors import EEGTransferError, check_number
 from .ssvep import _log_softmax, ssvep_frequencies
 
 logger = logging.getLogger("eegtransfer")
@@ -90,10 +89,8 @@ class TangentSpaceExpert:
     """
 
     def __init__(self, classes: list[str], sfreq: float, *, weight: float = 1.0, C: float = TS_C) -> None:
-        for name, value in (("weight", weight), ("C", C)):
-            if not isinstance(value, numbers.Real) or not value >= 0 or (name == "C" and not value > 0):
-                raise EEGTransferError(f"TangentSpaceExpert {name}= must be a number "
-                                       f"{'> 0' if name == 'C' else '>= 0'}, got {value!r}")
+        check_number("TangentSpaceExpert weight=", weight)
+        check_number("TangentSpaceExpert C=", C, positive=True)
         self.classes = [str(c) for c in classes]
         self.sfreq, self.weight, self.C = float(sfreq), float(weight), float(C)
         self.freqs = _band_frequencies(self.classes, self.sfreq)  # [] : broadband covariances

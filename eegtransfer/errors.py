@@ -19,6 +19,19 @@ class BundleError(EEGTransferError):
     """A bundle on disk is missing, altered, inconsistent or of a newer format."""
 
 
+def check_number(what: str, value: object, *, positive: bool = False) -> float:
+    """``value`` as a float when it is a real number ``>= 0`` (``> 0`` with ``positive``).
+
+    Otherwise one line naming ``what``, the parameter as the user wrote it (``"TS(C=) (ts_C=)"``).
+    """
+    import numbers
+
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise EEGTransferError(f"{what} must be a number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
 def one_line(text: object) -> str:
     """The first non-blank line of ``text`` (e.g. a third-party error), stripped.
 

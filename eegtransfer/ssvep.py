@@ -18,13 +18,12 @@ scale, so the expert reads the same trials as the network, aligned or not.
 from __future__ import annotations
 
 import logging
-import numbers
 import re
 from typing import Any
 
 import numpy as np
 
-from .errors import EEGTransferError
+from .errors import EEGTransferError, check_number
 
 logger = logging.getLogger("eegtransfer")
 
@@ -209,9 +208,8 @@ class CCAExpert:
         self.classes = [str(c) for c in classes]
         self.freqs = {str(k): float(v) for k, v in freqs.items()}
         self.sfreq, self.n_harmonics, self.max_freq, self.weight = float(sfreq), n_harmonics, max_freq, weight
-        for name, value in (("weight", weight), ("net_weight", net_weight)):
-            if not isinstance(value, numbers.Real) or not value >= 0:
-                raise EEGTransferError(f"CCAExpert {name}= must be a number >= 0, got {value!r}")
+        check_number("CCAExpert weight=", weight)
+        check_number("CCAExpert net_weight=", net_weight)
         self.net_weight = float(net_weight)
         self.bands = _check_bands(subbands(list(self.freqs.values()), self.sfreq, max_freq=max_freq)
                                   if isinstance(bands, str) and bands == "auto" else bands, self.sfreq)

@@ -168,3 +168,21 @@ def test_adapting_a_ts_patient_again_compares_and_keeps_models_without_the_old_e
     Bundle.load(tmp_path / "q")
     with pytest.raises(BundleError, match="format version 3 is newer than this eegtransfer reads"):
         Bundle.load(tmp_path / "p")
+
+
+@pytest.mark.real
+def test_expert_on_a_real_patient_reads_its_later_runs(kalunga_small):
+    # subject 4's first run calibrates, its later runs test: the extended signal's covariances of
+    # one person carry the stimulation frequencies from one run to the next
+    from scipy.stats import binomtest
+
+    from eegtransfer.evaluation.protocol import split_target
+
+    X, meta, recipe = kalunga_small
+    t = (meta["subject"].astype(str) == "4").to_numpy()
+    y = meta["label"].astype(str).to_numpy()[t]
+    first, test = split_target(meta[t].reset_index(drop=True))
+    e = TangentSpaceExpert(sorted(set(y.tolist())), recipe.sfreq).fit(X[t][first], y[first])
+    assert e.freqs == [13.0, 17.0, 21.0]
+    hits = int((np.asarray(e.classes)[e.log_proba(X[t][test]).argmax(1)] == y[test]).sum())
+    assert binomtest(hits, int(test.sum()), 0.25, alternative="greater").pvalue < 0.01  # chance: 25 %

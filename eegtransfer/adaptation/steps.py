@@ -26,14 +26,13 @@ is any object with ``name``, ``supervised`` and ``fit(bundle, X, y, **context)``
 from __future__ import annotations
 
 import logging
-import numbers
 from typing import Any
 
 import numpy as np
 
 from ..bundle import Bundle
 from ..covariance import TS_C
-from ..errors import EEGTransferError
+from ..errors import EEGTransferError, check_number
 from .calibration import chronological_split
 from .headfit import HEAD_L2, fit_head
 
@@ -365,10 +364,8 @@ class TS(Step):
     supervised = True
 
     def __init__(self, C: float = TS_C, weight: float = 1.0) -> None:
-        for what, value, low in (("C", C, "> 0"), ("weight", weight, ">= 0")):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                    value > 0 if low == "> 0" else value >= 0):
-                raise EEGTransferError(f"TS({what}=) (ts_{what}=) must be a number {low}, got {value!r}")
+        check_number("TS(C=) (ts_C=)", C, positive=True)
+        check_number("TS(weight=) (ts_weight=)", weight)
         self.C, self.weight = C, weight
 
     def fit(self, bundle: Bundle, X: np.ndarray, y: np.ndarray | None = None, *,
@@ -377,9 +374,10 @@ class TS(Step):
 
         if y is None:
             raise EEGTransferError("step 'ts' needs labelled calibration trials")
-        if set(np.asarray(y).astype(str).tolist()) - set(bundle.classes):
-            raise EEGTransferError(f"the calibration classes {sorted(set(np.asarray(y).astype(str).tolist()))} are "
-                                   f"not the model's {bundle.classes}: train a new head too, with strategy 'head+ts'")
+        found = set(np.asarray(y).astype(str).tolist())
+        if found - set(bundle.classes):
+            raise EEGTransferError(f"the calibration classes {sorted(found)} are not the model's {bundle.classes}: "
+                                   "train a new head too, with strategy 'head+ts'")
         bundle.ts = TangentSpaceExpert(bundle.classes, bundle.sfreq, weight=self.weight, C=self.C).fit(X, y)
         self.facts_ = {"ts_weight": float(self.weight), "ts_C": float(self.C)}
         return bundle
