@@ -1,0 +1,244 @@
+"""Rules of ``auto`` chosen by nested leave-one-subject-out: validation subjects' later runs.
+
+The first-run development sets (``dev_first_run.py``, ``dev_one_run.py``) cannot see what
+happens between a calibration run and the runs after it; subject 2 of the test runs is the case
+in point. This script gives every target subject ``s`` a development set with that drift that
+never reads ``s``: for every pair ``{s, p}`` of subjects, a population is pretrained on the other
+nine (the protocol's recipe, plain population), and the **validation subject** ``p`` is
+calibrated on its first run (1 min, 2 min, the run: the protocol's windows) and scored on its
+later runs, as the protocol scores a target. A pair's population serves both of its subjects.
+
+Rules compared, all from one cross-fitting of ``auto``'s candidates plus the zero-shot network:
+
+- ``auto``: the current rule (lowest cross-fitted log-loss; beat the simplest candidate by the
+  margin);
+- ``auto, guarded``: its winner must also beat the zero-shot network by the guard's margin, as
+  every single strategy must (:func:`eegtransfer.adaptation.guard.decide`), else zero-shot;
+- ``auto, ts from 6``: the ``+ts`` candidates only where every class has 6 calibration trials;
+- ``auto, guarded, ts from 6``: both.
+
+Selection, fixed before the first run of this script: for target ``s``, over its ten validation
+subjects and the three windows, the rule with the fewest cells more than 5 points below the
+zero-shot network (the issue's harm criterion), ties broken by the higher mean accuracy, then by
+the order above. ``nested.md`` lists each target's choice; ``benchmarks/loso.py`` is run
+afterwards with the rule that the targets chose::
+
+    python benchmarks/dev_nested.py --pairs 0-27 --out benchmarks/out/nested_a --pop-cache DIR &
+    python benchmarks/dev_nested.py --pairs 28-54 --out benchmarks/out/nested_b --pop-cache DIR &
+    python benchmarks/dev_nested.py --merge benchmarks/out/nested_a benchmarks/out/nested_b \\
+        --out benchmarks/results/dev_nested
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _devset import dev_data, merge_parts
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+RULES = ("auto", "auto, guarded", "auto, ts from 6", "auto, guarded, ts from 6")
+TS_FROM = 6
+HARM = 0.05
+
+
+def choose(rule: str, scores: dict, cands: list[str], labels: np.ndarray, margin: float) -> str:
+    """The strategy that ``rule`` keeps, from one cross-fitting (``scores`` includes zero-shot)."""
+    from eegtransfer.adaptation import parse_strategy
+
+    if "ts from" in rule and min(np.unique(labels, return_counts=True)[1]) < TS_FROM:
+        cands = [c for c in cands if not c.endswith("+ts")]
+    rank = sorted(cands, key=lambda c: (scores[c]["log_loss"], cands.index(c)))
+    free = [c for c in rank if not any(s.supervised for s in parse_strategy(c))]
+    ref = free[0] if free else cands[0]
+    chosen = rank[0]
+    if chosen != ref and scores[ref]["log_loss"] - scores[chosen]["log_loss"] < margin:
+        chosen = ref
+    if "guarded" in rule and scores["zero-shot"]["log_loss"] - scores[chosen]["log_loss"] < margin:
+        chosen = "zero-shot"
+    return chosen
+
+
+def cross_fitted(bundle, Xc: np.ndarray, yc: np.ndarray) -> tuple[list[str], dict, dict]:
+    """``auto``'s candidates, their fitters and their cross-fitted scores (zero-shot scored too)."""
+    from eegtransfer.adaptation import parse_strategy, run_steps
+    from eegtransfer.adaptation.auto import auto_candidates
+    from eegtransfer.adaptation.guard import cross_fit
+
+    cands = auto_candidates(bundle, yc)
+
+    def fitter(cand: str):
+        steps = parse_strategy(cand)
+        return lambda mask: run_steps(bundle, steps, Xc[mask], yc[mask], device="cpu", seed=0)
+
+    fits = {c: fitter(c) for c in cands}
+    return cands, fits, cross_fit({**fits, "zero-shot": lambda mask: bundle}, Xc, yc)
+
+
+def evaluate(bundles: list, X: np.ndarray, y: np.ndarray, mt: pd.DataFrame, trial_seconds: float, check: bool
+             ) -> list[dict]:
+    """Every rule on one validation subject's windows: one row per window and rule.
+
+    ``bundles[0]`` is the population of seed 0; with more, ``auto`` is also run on each and their
+    probabilities averaged (``auto, N seeds``; ``zero-shot, N seeds`` averages the networks).
+    """
+    from eegtransfer.adaptation import adapt
+    from eegtransfer.adaptation.guard import MARGIN
+    from eegtransfer.evaluation.protocol import split_target, target_window
+
+    bundle, k = bundles[0], len(bundles)
+    first, test = split_target(mt)
+    zero = float((bundle.predict(X[test]) == y[test]).mean())
+    classes = np.asarray(bundle.classes)
+    rows = []
+    for label in ("1", "2", "run"):
+        w, cal = target_window(mt, first, label, trial_seconds=trial_seconds)
+        Xc, yc = X[cal], y[cal]
+        cands, fits, scores = cross_fitted(bundle, Xc, yc)
+        acc = {"zero-shot": zero}
+        for rule in RULES:
+            chosen = choose(rule, scores, cands, yc, MARGIN)
+            if rule == "auto" and check:  # the replica of auto's rule is auto's rule
+                assert adapt(bundle, Xc, yc, strategy="auto", device="cpu").adaptation.chosen == chosen
+            if chosen not in acc:
+                acc[chosen] = float((fits[chosen](np.ones(len(yc), bool)).predict(X[test]) == y[test]).mean())
+            rows.append({"window": label, "rule": rule, "chosen": chosen, "accuracy": acc[chosen]})
+        if k > 1:
+            ens, zs = 0.0, 0.0
+            for b in bundles:
+                c, f, sc = (cands, fits, scores) if b is bundle else cross_fitted(b, Xc, yc)
+                ens = ens + f[choose("auto", sc, c, yc, MARGIN)](np.ones(len(yc), bool)).predict_proba(X[test])
+                zs = zs + b.predict_proba(X[test])
+            for rule, p in ((f"auto, {k} seeds", ens), (f"zero-shot, {k} seeds", zs)):
+                rows.append({"window": label, "rule": rule, "chosen": "", "accuracy": float(
+                    (classes[p.argmax(1)] == y[test]).mean())})
+        for r in rows[-len(RULES) - 2 * (k > 1):]:
+            r.update(zero_shot=zero, n_calibration=int(cal.sum()), n_test=int(test.sum()))
+    return rows
+
+
+def pair_population(d: dict, pop: np.ndarray, name: str, cache: Path | None, seed: int = 0):
+    """The plain population of ``pop`` (pretrained with the protocol's recipe), kept in ``cache``."""
+    from eegtransfer.bundle import Bundle
+    from eegtransfer.evaluation.loso import PRETRAIN
+    from eegtransfer.training.pretraining import pretrain
+
+    path = cache / name if cache else None
+    if path is not None and path.exists():
+        return Bundle.load(path)
+    meta = d["meta"]
+    b = pretrain(d["Xn"][pop], meta["label"][pop].astype(str).to_numpy(), meta[pop], d["net"], device="cpu",
+                 seed=seed, **PRETRAIN)
+    if path is not None:
+        b.save(path)
+    return b
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pop-cache", type=Path, default=None)
+    p.add_argument("--merge", type=Path, nargs="+")
+    p.add_argument("--seeds", type=int, default=1, help="populations per pair for the seed ensemble rows")
+    a = p.parse_args(argv)
+    if a.merge:
+        write_tables(merge_parts(a.merge, "nested.csv", a.out), a.out)
+        return 0
+    d, meta, X, y = dev_data()
+    subjects = sorted(meta["subject"].astype(int).unique())
+    pairs = list(itertools.combinations(subjects, 2))
+    lo, _, hi = a.pairs.partition("-")
+    a.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(int(lo), int(hi or lo) + 1):
+        s1, s2 = pairs[i]
+        t0 = time.perf_counter()
+        sub = meta["subject"].astype(int).to_numpy()
+        pop = ~np.isin(sub, pairs[i])
+        bundles = [pair_population(d, pop, f"{s1}-{s2}-plain" + (f"-seed{k}" if k else ""), a.pop_cache, seed=k)
+                   for k in range(a.seeds)]
+        for subject, partner in ((s1, s2), (s2, s1)):
+            t = sub == subject
+            for r in evaluate(bundles, X[t], y[t], meta[t].reset_index(drop=True), d["net"].tmax, check=i == int(lo)):
+                rows.append({"pair": i, "subject": subject, "partner": partner, **r})
+        print(i, pairs[i], round(time.perf_counter() - t0), "s", flush=True)
+        pd.DataFrame(rows).to_csv(a.out / "nested.csv", index=False)
+    write_tables(pd.DataFrame(rows), a.out)
+    return 0
+
+
+def selection(df: pd.DataFrame) -> pd.DataFrame:
+    """Per target: each rule's harmed cells and mean accuracy on its validation subjects, and the choice."""
+    df = df[df["rule"].isin(RULES)]
+    df = df.assign(harmed=df["accuracy"] < df["zero_shot"] - HARM - 1e-9)
+    out = []
+    for target, g in df.groupby("partner"):
+        per = g.groupby("rule").agg(harmed=("harmed", "sum"), accuracy=("accuracy", "mean"))
+        per = per.assign(order=[RULES.index(r) for r in per.index])
+        best = per.sort_values(["harmed", "accuracy", "order"], ascending=[True, False, True]).index[0]
+        out.append({"target": target, "chosen rule": best, "n validation subjects": g["subject"].nunique(),
+                    **{f"{r}: harmed / mean %": f"{int(per.loc[r, 'harmed'])} / {100 * per.loc[r, 'accuracy']:.1f}"
+                       for r in RULES}})
+    return pd.DataFrame(out)
+
+
+def write_tables(df: pd.DataFrame, out: Path) -> None:
+    """nested.md: the choice per target, and every rule over all (pair, subject) cells."""
+    df = df.assign(window=df["window"].astype(str))
+    pooled = df.pivot_table(index="rule", columns="window", values="accuracy", aggfunc="mean")[["1", "2", "run"]]
+    harmed = (df["accuracy"] < df["zero_shot"] - HARM - 1e-9).groupby([df["rule"], df["window"]]).sum().unstack()
+    zero = df[df["rule"] == "auto"].groupby("window")["zero_shot"].mean()
+    picks = df.groupby(["rule", "window"])["chosen"].value_counts().unstack(fill_value=0)
+    (out / "nested.md").write_text("\n".join([
+        "# Nested leave-one-subject-out: auto's rules on validation subjects' later runs", "",
+        f"{df['pair'].nunique()} pairs, {len(df.drop_duplicates(['pair', 'subject']))} (population, validation "
+        "subject) cells, plain populations; test trials = the validation subject's later runs. See the "
+        "docstring of `benchmarks/dev_nested.py` for the protocol and the selection rule.", "",
+        "## The rule each target chose (from its 10 validation subjects, 3 windows each)", "",
+        selection(df).to_markdown(index=False), "",
+        "## Every rule over all cells (accuracy %, mean; the zero-shot network's: "
+        + ", ".join(f"{w} {100 * zero[w]:.1f}" for w in ("1", "2", "run")) + ")", "",
+        (pooled * 100).round(1).to_markdown(), "",
+        "Cells more than 5 points below the zero-shot network (of "
+        f"{len(df.drop_duplicates(['pair', 'subject']))} per window):", "", harmed.to_markdown(), "",
+        "What each rule kept (cells):", "", picks.to_markdown(), "", *seed_lines(df)]))
+
+
+def seed_lines(df: pd.DataFrame) -> list[str]:
+    """The seed ensembles against one population, paired by cell (none when not run)."""
+    ens = sorted(r for r in df["rule"].unique() if "seeds" in r)
+    if not ens:
+        return []
+    wide = df.pivot_table(index=["pair", "subject", "window"], columns="rule", values="accuracy")
+    zero = df[df["rule"] == "auto"].set_index(["pair", "subject", "window"])["zero_shot"]
+    from scipy.stats import wilcoxon
+
+    lines = ["## Ensembles over pretraining seeds (probabilities averaged)", "",
+             "Ensemble minus seed 0, in points: the mean over cells, then each validation subject's mean over "
+             "its 10 cells compared by a paired Wilcoxon test over the 11 subjects (subjects better / worse).",
+             "Each seed's population also draws its own 2 validation subjects.", "",
+             "| | 1 | 2 | run |", "|---|---|---|---|"]
+    for name, single in (("auto", wide["auto"]), ("zero-shot", zero)):
+        rule = next(r for r in ens if r.startswith(name + ","))
+        cells = []
+        for w in ("1", "2", "run"):
+            diff = (wide[rule] - single).xs(w, level="window")
+            per = diff.groupby(level="subject").mean()
+            p = wilcoxon(per).pvalue if (per != 0).any() else 1.0
+            cells.append(f"{100 * diff.mean():+.1f}, p = {p:.3f} ({int((per > 0).sum())} / {int((per < 0).sum())})")
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
