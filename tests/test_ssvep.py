@@ -115,7 +115,7 @@ def test_cca_step_refuses_classes_without_frequencies(fake_population, fake_tria
     assert not [c for c in auto_candidates(fake_population) if "cca" in c]
 
 
-def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, caplog):
+def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, caplog, monkeypatch):
     from eegtransfer.adaptation import adapt
     from eegtransfer.bundle import Bundle
     from eegtransfer.training.pretraining import pretrain
@@ -146,6 +146,25 @@ def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, cap
     assert f"weight {pop.cca.fitted_weight_:.2f} in the product" in summarize(patient.to_meta())
     only = adapt(pop, Xt[:32], yt[:32], strategy="auto", device="cpu")
     assert only.adaptation.chosen in cand and set(only.adaptation.candidates) == set(cand)
+    # the aligned network without the expert is scored beside the candidates, as a reference only
+    assert set(only.adaptation.guard.compared) == set(cand) | {"align"}
+    assert "the network without the expert ('align', not a candidate)" in only.adaptation.note
+    # where the network alone scores best, auto still keeps a fused candidate and says so loudly
+    import eegtransfer.adaptation.auto as auto_module
+
+    real = auto_module.cross_fit
+
+    def network_wins(cands, *args, **kwargs):
+        scores = real(cands, *args, **kwargs)
+        scores["align"]["log_loss"] = min(v["log_loss"] for v in scores.values()) - 1.0
+        return scores
+
+    monkeypatch.setattr(auto_module, "cross_fit", network_wins)
+    with caplog.at_level("WARNING", logger="eegtransfer"):
+        fused = adapt(pop, Xt[:32], yt[:32], strategy="auto", device="cpu")
+    assert fused.adaptation.chosen in cand and "did not beat it by the margin" in caplog.text
+    monkeypatch.undo()
+    caplog.clear()
     with caplog.at_level("WARNING", logger="eegtransfer"):  # an aligned network fed unaligned trials
         adapt(pop, Xt[:32], yt[:32], strategy="cca", guard=False, device="cpu")
     assert "expects whitened trials" in caplog.text
