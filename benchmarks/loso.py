@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-rpa", action="store_true", help="skip RPA (its rotation takes ~25 s per fit)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="also pretrain the plain population with this many seeds in all and add the ensemble rows")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "loso")
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="merge part runs into --out")
     return p.parse_args(argv)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, infos = [], []
     for target in parse_subjects(args.subjects):
         r, info = loso.run_target(target, d, epochs=args.epochs, adapt_epochs=args.adapt_epochs,
-                                  rpa=not args.no_rpa, device=args.device, seed=args.seed)
+                                  rpa=not args.no_rpa, device=args.device, seed=args.seed, seeds=args.seeds)
         rows += r
         infos.append(info)
         pd.DataFrame(rows).to_csv(args.out / "loso.csv", index=False)  # a partial run keeps its rows

@@ -12,7 +12,8 @@ Where a trial goes, from file to prediction (read each subpackage's docstring in
 5. :mod:`eegtransfer.adaptation`: :func:`adapt` a population bundle to one patient's first
    minutes (steps, guard, report).
 6. :mod:`eegtransfer.bundle`: a model with its recipe, classes and provenance on disk;
-   ``Bundle.predict`` gives the prediction.
+   ``Bundle.predict`` gives the prediction (:mod:`eegtransfer.ensemble`: several bundles
+   averaged).
 7. :mod:`eegtransfer.evaluation`: the one protocol, baselines, statistics, curves, benchmarks;
    :mod:`eegtransfer.estimator` for MOABB pipelines; :mod:`eegtransfer.cli` for the command line.
 
@@ -36,6 +37,7 @@ _LAZY = {
     "adapt": "adaptation",
     "AdaptationReport": "adaptation",
     "Bundle": "bundle",
+    "BundleEnsemble": "ensemble",
     "score_bundle": "evaluation",
     "SubjectAdaptiveClassifier": "estimator",
     "EEGTransferError": "errors",

@@ -130,11 +130,12 @@ def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_
 
     d = loso.load(fake_dataset, 64.0)
     assert not d["ssvep"] and d["Xn"].shape[1] == 4 and d["net"].sfreq == 64
-    rows, info = loso.run_target(1, d, epochs=1, adapt_epochs=2, rpa=False, windows=("0.5", "run"))
+    rows, info = loso.run_target(1, d, epochs=1, adapt_epochs=2, rpa=False, windows=("0.5", "run"), seeds=2)
     df = pd.DataFrame(rows)
     methods = set(df["method"])
     assert {"EEGNet zero-shot", "EEGNet head", "EEGNet align+head", "TS+LR", "MDM", "RCT MDM",
-            "EEGNet scratch"} <= methods and "CCA" not in methods
+            "EEGNet scratch", "EEGNet zero-shot, 2 seeds", "EEGNet auto, 2 seeds"} <= methods and "CCA" not in methods
+    assert len(info["seed_val_acc"]) == 2
     for _, cell in df.groupby("window"):  # one window and one test set per cell, for every method
         assert cell["n_calibration"].nunique() == 1 and cell["n_test"].nunique() == 1
         assert len(cell) == len(methods)

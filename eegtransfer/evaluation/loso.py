@@ -6,7 +6,8 @@ grown until every class has 2 trials), the same trials for every method; the pop
 every other subject, known duplicated recordings removed on load. Ours: one network pretrained
 per target (and once with Euclidean alignment), then each adaptation strategy (those with the
 CCA expert for SSVEP classes only; ``auto`` on both populations, the plain one being what the
-command line makes). Baselines (:mod:`eegtransfer.evaluation.baselines`): covariance TS+LR and
+command line makes; with ``seeds`` > 1 also an ensemble of plain populations pretrained with
+that many seeds, zero-shot and ``auto``). Baselines (:mod:`eegtransfer.evaluation.baselines`): covariance TS+LR and
 MDM within subject (filter-bank covariances for SSVEP classes, broadband otherwise), RCT and RPA
 with the population, CCA and filter-bank CCA detectors for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
 window and method: :func:`run_loso` returns them and :func:`write_results` makes every table.
@@ -114,8 +115,14 @@ def baseline_rows(d: dict[str, Any], t: np.ndarray, cal: np.ndarray, test: np.nd
 
 def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows: tuple[str, ...] = WINDOWS,
                epochs: int = PRETRAIN["epochs"], adapt_epochs: int = 100, rpa: bool = True,
-               device: str = "cpu", seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """All methods for one target subject: (rows, pretraining facts)."""
+               device: str = "cpu", seed: int = 0, seeds: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All methods for one target subject: (rows, pretraining facts).
+
+    ``seeds`` > 1 also pretrains the plain population with seeds ``seed + 1 ...`` and adds the
+    :class:`~eegtransfer.ensemble.BundleEnsemble` rows (zero-shot and ``auto``, every member
+    adapted alike).
+    """
+    from ..ensemble import BundleEnsemble
     from ..training.pretraining import pretrain
 
     meta = d["meta"]
@@ -132,6 +139,10 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
         info["aligned" if aligned else "plain"] = {
             "seconds": round(time.perf_counter() - t0, 1), "epochs": len(pops[aligned].history["epochs"]),
             "best_epoch": pops[aligned].history["best_epoch"], "val_acc": pops[aligned].metrics.get("val_acc")}
+    members = [pops[False]] + [
+        pretrain(d["Xn"][pop], meta["label"][pop].to_numpy(), meta[pop], d["net"], model=model, device=device,
+                 seed=seed + k, **{**PRETRAIN, "epochs": epochs}) for k in range(1, seeds)]
+    info["seed_val_acc"] = [m.metrics.get("val_acc") for m in members]
     zero = pops[False].predict(Xt[test])
     rows = []
     kw = {"model": model, "device": device, "seed": seed, "adapt_epochs": adapt_epochs}
@@ -141,6 +152,16 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
                 "grown": w.grown, "n_calibration": w.n_trials, "n_test": int(test.sum())}
         methods = [{"method": f"{model} zero-shot", "family": "reference", "pred": zero, "seconds": 0.0}]
         methods += ours(pops, Xt, y, cal, test, **kw) + baseline_rows(d, t, cal, test, rpa=rpa, **kw)
+        if seeds > 1:
+            ens = BundleEnsemble(members)
+            t0 = time.perf_counter()
+            auto = ens.adapt(Xt[cal], y[cal], strategy="auto", device=device, seed=seed, epochs=adapt_epochs,
+                             patience=20)  # as ours() adapts
+            methods += [{"method": f"{model} zero-shot, {seeds} seeds", "family": "ours",
+                         "pred": ens.predict(Xt[test]), "seconds": 0.0},
+                        {"method": f"{model} auto, {seeds} seeds", "family": "ours", "pred": auto.predict(Xt[test]),
+                         "seconds": time.perf_counter() - t0,
+                         "chosen": "/".join(m.adaptation.chosen for m in auto.members)}]
         for m in methods:
             pred = np.asarray(m.pop("pred")).astype(str)
             rows.append({**cell, **m, "accuracy": float((pred == y[test]).mean())})
