@@ -1,5 +1,7 @@
 """BundleEnsemble: several bundles of one task, their probabilities averaged."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,30 @@ def test_members_must_share_classes_channels_and_recipe(two_seeds):
     import eegtransfer
 
     assert eegtransfer.BundleEnsemble is BundleEnsemble  # exported at the top level
+
+
+def test_predict_command_averages_several_bundles(two_seeds, fake_dataset, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from eegtransfer.cli import main
+
+    raw = next(iter(next(iter(fake_dataset.get_data([1])[1].values())).values()))
+    rec = tmp_path / "s1_raw.fif"
+    raw.save(rec, verbose="error")
+    dirs = [str(m.save(tmp_path / f"seed{i}")) for i, m in enumerate(two_seeds)]
+
+    def predict(*models: str) -> pd.DataFrame:
+        out = tmp_path / f"{len(models)}-{Path(models[0]).name}.csv"
+        assert main(["predict", "--model", *models, "--recording", str(rec), "--out", str(out), "--json",
+                     "--quiet"]) == 0
+        assert json.loads(capsys.readouterr().out)["n_trials"] > 0
+        return pd.read_csv(out)
+
+    singles, both = [predict(d) for d in dirs], predict(*dirs)
+    cols = [f"p_{c}" for c in two_seeds[0].classes]
+    np.testing.assert_allclose(both[cols], (singles[0][cols] + singles[1][cols]) / 2, atol=2e-6)
+    assert main(["predict", "--model", dirs[0], str(tmp_path), "--recording", str(rec),
+                 "--out", str(tmp_path / "x.csv")]) != 0  # a folder that is not a bundle: refused
+    assert str(tmp_path) in capsys.readouterr().err

@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "predicted class and one probability column per class."
         ),
     )
-    p.add_argument("--model", required=True, metavar="PATIENT_BUNDLE", help="bundle folder")
+    p.add_argument("--model", required=True, nargs="+", metavar="PATIENT_BUNDLE",
+                   help="bundle folder; several (one population pretrained with several --seed values, say) "
+                        "predict together, their probabilities averaged")
     add_recording_options(p, several=False, manifest=False)
     p.add_argument("--out", required=True, metavar="CSV", help="predictions file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -48,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if len(entries) != 1:
         raise EEGTransferError(f"predict takes exactly one --recording, got {len(entries)}")
     entry = entries[0]
-    model_dir, out = Path(args.model), Path(args.out)
-    meta_json = verify_weights(model_dir)
-    check_output_path(out, protect=[model_dir], overwrite=args.overwrite, what="--out")
+    model_dirs, out = [Path(m) for m in args.model], Path(args.out)
+    meta_json = [verify_weights(m) for m in model_dirs][0]  # every bundle checked; the first one's recipe
+    check_output_path(out, protect=model_dirs, overwrite=args.overwrite, what="--out")
     check_readable(entry["path"])
     recipe = Recipe.from_dict(meta_json["recipe"])
     classes = list(meta_json["classes"])
@@ -75,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
                          interpolate_missing=interpolate, encoding=args.encoding, raw=raw)
 
     from ..bundle import Bundle
+    from ..ensemble import BundleEnsemble
 
-    bundle = Bundle.load(model_dir)
+    bundle = Bundle.load(model_dirs[0]) if len(model_dirs) == 1 else BundleEnsemble.load(model_dirs)
+    model = (bundle.model_name if len(model_dirs) == 1 else
+             f"{len(model_dirs)} {bundle.members[0].model_name} bundles averaged")
     from ..training.engine import resolve_device
 
     device = resolve_device(args.device)
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"predicted    {len(df)} trials ({rec.events_from}) with {bundle.model_name} on {device}"
+        print(f"predicted    {len(df)} trials ({rec.events_from}) with {model} on {device}"
               + (f"; {rec.n_bad_dropped} overlapping a BAD annotation dropped" if rec.n_bad_dropped else ""))
         for line in _reuse_lines(reused):
             print(line)
