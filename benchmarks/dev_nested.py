@@ -20,8 +20,11 @@ Rules compared, all from one cross-fitting of ``auto``'s candidates plus the zer
 Selection, fixed before the first run of this script: for target ``s``, over its ten validation
 subjects and the three windows, the rule with the fewest cells more than 5 points below the
 zero-shot network (the issue's harm criterion), ties broken by the higher mean accuracy, then by
-the order above. ``nested.md`` lists each target's choice; ``benchmarks/loso.py`` is run
-afterwards with the rule that the targets chose::
+the order above. ``nested.md`` lists each target's choice. The product has one rule for
+every patient: a rule chosen by most targets replaces ``auto``'s, and the test runs
+(``benchmarks/loso.py``) are then scored once with it. (Outcome: 6 of 11 targets kept ``auto``,
+4 chose ``ts from 6``, 1 both changes, so ``auto`` is unchanged and the test runs were not
+rescored per target.) ::
 
     python benchmarks/dev_nested.py --pairs 0-27 --out benchmarks/out/nested_a --pop-cache DIR &
     python benchmarks/dev_nested.py --pairs 28-54 --out benchmarks/out/nested_b --pop-cache DIR &
@@ -37,6 +40,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -46,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+if TYPE_CHECKING:  # pragma: no cover
+    from eegtransfer.bundle import Bundle
+
 RULES = ("auto", "auto, guarded", "auto, ts from 6", "auto, guarded, ts from 6")
 TS_FROM = 6
 HARM = 0.05
@@ -53,22 +60,17 @@ HARM = 0.05
 
 def choose(rule: str, scores: dict, cands: list[str], labels: np.ndarray, margin: float) -> str:
     """The strategy that ``rule`` keeps, from one cross-fitting (``scores`` includes zero-shot)."""
-    from eegtransfer.adaptation import parse_strategy
+    from eegtransfer.adaptation.auto import choose_candidate
 
     if "ts from" in rule and min(np.unique(labels, return_counts=True)[1]) < TS_FROM:
         cands = [c for c in cands if not c.endswith("+ts")]
-    rank = sorted(cands, key=lambda c: (scores[c]["log_loss"], cands.index(c)))
-    free = [c for c in rank if not any(s.supervised for s in parse_strategy(c))]
-    ref = free[0] if free else cands[0]
-    chosen = rank[0]
-    if chosen != ref and scores[ref]["log_loss"] - scores[chosen]["log_loss"] < margin:
-        chosen = ref
+    chosen = choose_candidate(scores, cands, margin)
     if "guarded" in rule and scores["zero-shot"]["log_loss"] - scores[chosen]["log_loss"] < margin:
         chosen = "zero-shot"
     return chosen
 
 
-def cross_fitted(bundle, Xc: np.ndarray, yc: np.ndarray) -> tuple[list[str], dict, dict]:
+def cross_fitted(bundle: Bundle, Xc: np.ndarray, yc: np.ndarray) -> tuple[list[str], dict, dict]:
     """``auto``'s candidates, their fitters and their cross-fitted scores (zero-shot scored too)."""
     from eegtransfer.adaptation import parse_strategy, run_steps
     from eegtransfer.adaptation.auto import auto_candidates
@@ -84,7 +86,7 @@ def cross_fitted(bundle, Xc: np.ndarray, yc: np.ndarray) -> tuple[list[str], dic
     return cands, fits, cross_fit({**fits, "zero-shot": lambda mask: bundle}, Xc, yc)
 
 
-def evaluate(bundles: list, X: np.ndarray, y: np.ndarray, mt: pd.DataFrame, trial_seconds: float, check: bool
+def evaluate(bundles: list[Bundle], X: np.ndarray, y: np.ndarray, mt: pd.DataFrame, trial_seconds: float, check: bool
              ) -> list[dict]:
     """Every rule on one validation subject's windows: one row per window and rule.
 
@@ -126,7 +128,7 @@ def evaluate(bundles: list, X: np.ndarray, y: np.ndarray, mt: pd.DataFrame, tria
     return rows
 
 
-def pair_population(d: dict, pop: np.ndarray, name: str, cache: Path | None, seed: int = 0):
+def pair_population(d: dict, pop: np.ndarray, name: str, cache: Path | None, seed: int = 0) -> Bundle:
     """The plain population of ``pop`` (pretrained with the protocol's recipe), kept in ``cache``."""
     from eegtransfer.bundle import Bundle
     from eegtransfer.evaluation.loso import PRETRAIN

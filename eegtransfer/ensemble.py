@@ -27,6 +27,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import EEGTransferError
+from .preprocessing import Recipe
 
 
 class BundleEnsemble:
@@ -45,30 +46,49 @@ class BundleEnsemble:
 
     @classmethod
     def load(cls, paths: Sequence[str | Path], *, device: str = "cpu") -> BundleEnsemble:
-        """Read each bundle folder of ``paths`` (:meth:`Bundle.load`)."""
+        """Read each bundle folder (:meth:`Bundle.load`) into one ensemble.
+
+        Parameters
+        ----------
+        paths : sequence of path
+            Two or more bundle folders; the same folder twice is refused.
+        device : {"cpu", "cuda", "mps", "auto"}
+        """
+        paths = [Path(p) for p in paths]
+        twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+        if twice:
+            raise EEGTransferError(f"bundle folder {twice[0]} is given twice: it would count twice in the average")
         return cls([Bundle.load(p, device=device) for p in paths])
 
     @property
     def classes(self) -> list[str]:
+        """The members' classes, in the order of the probability columns."""
         return self.members[0].classes
 
     @property
-    def recipe(self) -> Any:
+    def recipe(self) -> Recipe:
+        """The members' preprocessing recipe."""
         return self.members[0].recipe
 
     def trials(self, data: Any) -> Any:
-        """The trials of an ``mne.io.Raw`` or ``mne.Epochs``, cut with the shared recipe (:meth:`Bundle.trials`)."""
+        """The trials of an ``mne.io.Raw`` or ``mne.Epochs``, cut as every member cuts them (:meth:`Bundle.trials`)."""
         return self.members[0].trials(data)
 
     def predict_proba(self, data: Any, *, device: str | None = None) -> np.ndarray:
-        """Mean of the members' :meth:`Bundle.predict_proba`, shape (n_trials, n_classes).
+        """Mean of the members' :meth:`Bundle.predict_proba`.
 
-        ``data`` is an ``mne.io.Raw``, ``mne.Epochs`` or preprocessed trials, as for one bundle;
-        MNE objects are cut into trials once.
+        Parameters
+        ----------
+        data : mne.io.Raw | mne.Epochs | ndarray, shape (n_trials, n_chans, n_times)
+            As for one bundle; MNE objects are cut into trials once, arrays checked once.
+        device : str | None
+
+        Returns
+        -------
+        proba : ndarray, shape (n_trials, n_classes)
         """
-        if not isinstance(data, np.ndarray | list | tuple):
-            data = self.trials(data).X
-        return np.mean([m.predict_proba(data, device=device) for m in self.members], axis=0)
+        X = self.members[0]._as_trials(data)
+        return np.mean([m.predict_proba(X, device=device) for m in self.members], axis=0)
 
     # The bundle's own predict, table and annotations, on the averaged probabilities.
     predict = Bundle.predict
@@ -92,18 +112,31 @@ class BundleEnsemble:
 
 
 def _check_members(members: list[Bundle]) -> None:
-    """Members must be bundles with the first one's classes, channels and recipe."""
+    """Members must be bundles that cut and read trials as the first one does.
+
+    Classes, channels and recipe; whether the population was aligned; and, for patient
+    bundles, the channels interpolated and the event ids of calibration, which decide how a
+    recording is cut (member 0 cuts it for all).
+    """
     if len(members) < 2:
         raise EEGTransferError(f"an ensemble needs at least 2 bundles, got {len(members)}")
-    first = members[0]
     for i, m in enumerate(members):
         if not isinstance(m, Bundle):
             raise EEGTransferError(f"ensemble member {i} is a {type(m).__name__}, not a Bundle")
+    first = _facts(members[0])
+    for i, m in enumerate(members[1:], start=1):
         where = f"ensemble member {i}" + (f" ({m.path})" if m.path else "")
-        for what, mine, theirs in (("classes", m.classes, first.classes), ("channels", m.ch_names, first.ch_names),
-                                   ("recipe", m.recipe.to_dict(), first.recipe.to_dict())):
-            if mine != theirs:
-                raise EEGTransferError(f"{where} has other {what} than member 0: {_diff(mine, theirs)}")
+        for what, mine in _facts(m).items():
+            if mine != first[what]:
+                raise EEGTransferError(f"{where} has other {what} than member 0: {_diff(mine, first[what])}")
+
+
+def _facts(b: Bundle) -> dict[str, Any]:
+    """What members must share, by name."""
+    cal = b.calibration
+    return {"classes": b.classes, "channels": b.ch_names, "recipe": b.recipe.to_dict(),
+            "Euclidean alignment": bool(b.provenance.get("euclidean_alignment")),
+            "interpolated channels": sorted(cal.get("interpolated") or []), "event ids": dict(cal.get("event_id") or {})}
 
 
 def _diff(mine: Any, theirs: Any) -> str:

@@ -360,6 +360,16 @@ def _population_findings(meta: dict[str, Any]) -> list[Finding]:
 
 def _guard_finding(adaptation: dict[str, Any]) -> Finding | None:
     guard, skipped = adaptation.get("guard"), adaptation.get("guard_skipped") or ""
+    if guard and adaptation.get("strategy") == "auto":
+        # auto's winner is kept whatever; the report says when the network alone was as good
+        from .adaptation.auto import NOT_AHEAD
+
+        reason = str(guard.get("reason", ""))
+        if NOT_AHEAD not in reason:
+            return None
+        return Finding("medium", f"auto's choice, {guard['kept']}, is not ahead of the network without the expert",
+                       "Cross-fitted log-loss on unseen calibration trials: the network without the expert"
+                       + reason.split("; the network without the expert", 1)[-1])
     if guard:
         # `kept` names a model (the adapted chain, "zero-shot", a label-free step); the reason says which won
         if " did not beat " not in str(guard.get("reason", "")):

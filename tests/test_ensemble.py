@@ -59,6 +59,10 @@ def test_members_must_share_classes_channels_and_recipe(two_seeds):
     other.classes = list(reversed(other.classes))
     with pytest.raises(EEGTransferError, match=r"ensemble member 1 has other classes than member 0"):
         BundleEnsemble([two_seeds[0], other])
+    aligned = two_seeds[1].copy()
+    aligned.provenance = {**aligned.provenance, "euclidean_alignment": True}
+    with pytest.raises(EEGTransferError, match=r"ensemble member 1 has other Euclidean alignment than member 0"):
+        BundleEnsemble([two_seeds[0], aligned])
     with pytest.raises(EEGTransferError, match="at least 2 bundles, got 1"):
         BundleEnsemble(two_seeds[:1])
     with pytest.raises(EEGTransferError, match="ensemble member 1 is a str, not a Bundle"):
@@ -94,3 +98,6 @@ def test_predict_command_averages_several_bundles(two_seeds, fake_dataset, tmp_p
     assert main(["predict", "--model", dirs[0], str(tmp_path), "--recording", str(rec),
                  "--out", str(tmp_path / "x.csv")]) != 0  # a folder that is not a bundle: refused
     assert str(tmp_path) in capsys.readouterr().err
+    assert main(["predict", "--model", dirs[0], dirs[0], "--recording", str(rec),
+                 "--out", str(tmp_path / "x.csv")]) != 0  # one folder twice would count twice
+    assert "is given twice" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

@@ -115,6 +115,21 @@ def test_good_calibration_and_warnings_with_severity():
     assert "Above chance, but see the warnings" in body and "guard=False" in body
 
 
+def test_auto_says_when_its_choice_is_not_ahead_of_the_network_alone():
+    from eegtransfer.adaptation.auto import NOT_AHEAD
+
+    meta = patient_meta(GOOD)
+    reason = ("auto chose 'cca' by cross-fitted log-loss on unseen calibration trials (cca 0.700, cca+ts 0.710; "
+              "margin 0.02); the network without the expert ('none', not a candidate) 0.690")
+    meta["adaptation"].update(strategy="auto", guard={"kept": "cca", "reason": reason, "compared": {}})
+    assert not [f for f in findings(meta) if "guard" in f.title or "auto" in f.title]  # ahead: nothing to say
+    meta["adaptation"]["guard"]["reason"] = reason + f": 'cca' {NOT_AHEAD}, so a single guarded strategy ..."
+    found = {f.title: f for f in findings(meta)}
+    hit = found["auto's choice, cca, is not ahead of the network without the expert"]
+    assert hit.severity == "medium" and "('none', not a candidate) 0.690" in hit.detail
+    assert not [t for t in found if t.startswith("The guard kept")]  # not the single strategies' wording
+
+
 def test_nothing_held_out_says_so():
     meta = patient_meta(CHANCE)
     cal = meta["adaptation"]["calibration"]

@@ -50,9 +50,16 @@ def run(args: argparse.Namespace) -> int:
     if len(entries) != 1:
         raise EEGTransferError(f"predict takes exactly one --recording, got {len(entries)}")
     entry = entries[0]
+    from ..bundle import Bundle
+    from ..ensemble import BundleEnsemble
+
     model_dirs, out = [Path(m) for m in args.model], Path(args.out)
     meta_json = [verify_weights(m) for m in model_dirs][0]  # every bundle checked; the first one's recipe
     check_output_path(out, protect=model_dirs, overwrite=args.overwrite, what="--out")
+    # several bundles are checked against each other before the recording is read
+    bundle = Bundle.load(model_dirs[0]) if len(model_dirs) == 1 else BundleEnsemble.load(model_dirs)
+    model = (bundle.model_name if len(model_dirs) == 1 else
+             f"{len(model_dirs)} {bundle.members[0].model_name} bundles averaged")
     check_readable(entry["path"])
     recipe = Recipe.from_dict(meta_json["recipe"])
     classes = list(meta_json["classes"])
@@ -76,12 +83,6 @@ def run(args: argparse.Namespace) -> int:
                          stride=args.stride if windows else None,
                          interpolate_missing=interpolate, encoding=args.encoding, raw=raw)
 
-    from ..bundle import Bundle
-    from ..ensemble import BundleEnsemble
-
-    bundle = Bundle.load(model_dirs[0]) if len(model_dirs) == 1 else BundleEnsemble.load(model_dirs)
-    model = (bundle.model_name if len(model_dirs) == 1 else
-             f"{len(model_dirs)} {bundle.members[0].model_name} bundles averaged")
     from ..training.engine import resolve_device
 
     device = resolve_device(args.device)

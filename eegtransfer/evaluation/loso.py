@@ -7,8 +7,8 @@ every other subject, known duplicated recordings removed on load. Ours: one netw
 per target (and once with Euclidean alignment), then each adaptation strategy (those with the
 CCA expert for SSVEP classes only; ``auto`` on both populations, the plain one being what the
 command line makes; with ``seeds`` > 1 also an ensemble of plain populations pretrained with
-that many seeds, zero-shot and ``auto``). Baselines (:mod:`eegtransfer.evaluation.baselines`): covariance TS+LR and
-MDM within subject (filter-bank covariances for SSVEP classes, broadband otherwise), RCT and RPA
+that many seeds, zero-shot and ``auto``). Baselines (:mod:`eegtransfer.evaluation.baselines`):
+covariance TS+LR and MDM within subject (filter-bank covariances for SSVEP classes, broadband otherwise), RCT and RPA
 with the population, CCA and filter-bank CCA detectors for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
 window and method: :func:`run_loso` returns them and :func:`write_results` makes every table.
 """
