@@ -53,11 +53,13 @@ def dev_data() -> tuple[dict[str, Any], pd.DataFrame, np.ndarray, np.ndarray]:
     return d, d["meta"], d["Xn"], d["meta"]["label"].astype(str).to_numpy()
 
 
-def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int, cache: Path | None) -> Bundle:
-    """The population of every subject but ``target`` (``pop``), plain or aligned.
+def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int | str, cache: Path | None,
+               seed: int = 0) -> Bundle:
+    """The population of the trials ``pop`` (every subject but ``target``), plain or aligned.
 
-    Pretrained with the protocol's recipe, or reloaded from ``cache`` with its CCA expert refitted
-    by the current code; kept in ``cache`` when given.
+    Pretrained with the protocol's recipe and ``seed``, or reloaded from ``cache`` (as
+    ``{target}-plain``, ``{target}-aligned``, ``-seed{seed}`` added for another seed) with its CCA
+    expert refitted by the current code; kept in ``cache`` when given.
     """
     from eegtransfer.adaptation.alignment import align_per_group
     from eegtransfer.bundle import Bundle
@@ -67,7 +69,8 @@ def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int, c
     t0 = time.perf_counter()
     meta, X = d["meta"], d["Xn"]
     y = meta["label"].astype(str).to_numpy()
-    cached = cache / f"{target}-{'aligned' if aligned else 'plain'}" if cache else None
+    name = f"{target}-{'aligned' if aligned else 'plain'}" + (f"-seed{seed}" if seed else "")
+    cached = cache / name if cache else None
     if cached is not None and cached.exists():
         b = Bundle.load(cached)
         subjects = meta["subject"].astype(str).to_numpy()[pop]
@@ -75,7 +78,7 @@ def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int, c
         b.cca = population_cca(Xp, y[pop], b.classes, d["net"], net=b.model, device="cpu",
                                val=np.isin(subjects, b.provenance["validation_subjects"]))
     else:
-        b = pretrain(X[pop], y[pop], meta[pop], d["net"], align=aligned, device="cpu", seed=0, **PRETRAIN)
+        b = pretrain(X[pop], y[pop], meta[pop], d["net"], align=aligned, device="cpu", seed=seed, **PRETRAIN)
         if cached is not None:
             b.save(cached)
     print(target, "aligned" if aligned else "plain", round(time.perf_counter() - t0), b.metrics.get("val_acc"),

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from _devset import dev_data, merge_parts
+from _devset import dev_data, merge_parts, population
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -128,23 +128,6 @@ def evaluate(bundles: list[Bundle], X: np.ndarray, y: np.ndarray, mt: pd.DataFra
     return rows
 
 
-def pair_population(d: dict, pop: np.ndarray, name: str, cache: Path | None, seed: int = 0) -> Bundle:
-    """The plain population of ``pop`` (pretrained with the protocol's recipe), kept in ``cache``."""
-    from eegtransfer.bundle import Bundle
-    from eegtransfer.evaluation.loso import PRETRAIN
-    from eegtransfer.training.pretraining import pretrain
-
-    path = cache / name if cache else None
-    if path is not None and path.exists():
-        return Bundle.load(path)
-    meta = d["meta"]
-    b = pretrain(d["Xn"][pop], meta["label"][pop].astype(str).to_numpy(), meta[pop], d["net"], device="cpu",
-                 seed=seed, **PRETRAIN)
-    if path is not None:
-        b.save(path)
-    return b
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
@@ -153,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", type=Path, nargs="+")
     p.add_argument("--seeds", type=int, default=1, help="populations per pair for the seed ensemble rows")
     a = p.parse_args(argv)
+    if a.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {a.seeds}")
     if a.merge:
         write_tables(merge_parts(a.merge, "nested.csv", a.out), a.out)
         return 0
@@ -160,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     subjects = sorted(meta["subject"].astype(int).unique())
     pairs = list(itertools.combinations(subjects, 2))
     lo, _, hi = a.pairs.partition("-")
+    if not 0 <= int(lo) <= int(hi or lo) < len(pairs):
+        p.error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(int(lo), int(hi or lo) + 1):
@@ -167,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         sub = meta["subject"].astype(int).to_numpy()
         pop = ~np.isin(sub, pairs[i])
-        bundles = [pair_population(d, pop, f"{s1}-{s2}-plain" + (f"-seed{k}" if k else ""), a.pop_cache, seed=k)
-                   for k in range(a.seeds)]
+        bundles = [population(d, pop, False, f"{s1}-{s2}", a.pop_cache, seed=k) for k in range(a.seeds)]
         for subject, partner in ((s1, s2), (s2, s1)):
             t = sub == subject
             for r in evaluate(bundles, X[t], y[t], meta[t].reset_index(drop=True), d["net"].tmax, check=i == int(lo)):

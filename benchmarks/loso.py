@@ -50,7 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also pretrain the plain population with this many seeds in all and add the ensemble rows")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "loso")
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="merge part runs into --out")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {args.seeds}")
+    return args
 
 
 FAKE_BNCI = "FakeBNCI2014_001"

@@ -136,6 +136,8 @@ def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_
     assert {"EEGNet zero-shot", "EEGNet head", "EEGNet align+head", "TS+LR", "MDM", "RCT MDM",
             "EEGNet scratch", "EEGNet zero-shot, 2 seeds", "EEGNet auto, 2 seeds"} <= methods and "CCA" not in methods
     assert len(info["seed_val_acc"]) == 2
+    with pytest.raises(EEGTransferError, match=r"seeds= must be a whole number >= 1, got 0"):
+        loso.run_target(1, d, seeds=0)
     for _, cell in df.groupby("window"):  # one window and one test set per cell, for every method
         assert cell["n_calibration"].nunique() == 1 and cell["n_test"].nunique() == 1
         assert len(cell) == len(methods)

@@ -123,8 +123,11 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
     adapted alike).
     """
     from ..ensemble import BundleEnsemble
+    from ..errors import EEGTransferError
     from ..training.pretraining import pretrain
 
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise EEGTransferError(f"seeds= must be a whole number >= 1, got {seeds!r}")
     meta = d["meta"]
     t = (meta["subject"].astype(str) == str(target)).to_numpy()
     mt = meta[t].reset_index(drop=True)
@@ -132,16 +135,18 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
     y = mt["label"].astype(str).to_numpy()
     Xt, pop = d["Xn"][t], ~t
     pops, info = {}, {"target": target, "n_test": int(test.sum())}
+
+    def pretrained(aligned: bool, seed: int) -> Any:
+        return pretrain(d["Xn"][pop], meta["label"][pop].to_numpy(), meta[pop], d["net"], model=model,
+                        align=aligned, device=device, seed=seed, **{**PRETRAIN, "epochs": epochs})
+
     for aligned in (False, True):
         t0 = time.perf_counter()
-        pops[aligned] = pretrain(d["Xn"][pop], meta["label"][pop].to_numpy(), meta[pop], d["net"], model=model,
-                                 align=aligned, device=device, seed=seed, **{**PRETRAIN, "epochs": epochs})
+        pops[aligned] = pretrained(aligned, seed)
         info["aligned" if aligned else "plain"] = {
             "seconds": round(time.perf_counter() - t0, 1), "epochs": len(pops[aligned].history["epochs"]),
             "best_epoch": pops[aligned].history["best_epoch"], "val_acc": pops[aligned].metrics.get("val_acc")}
-    members = [pops[False]] + [
-        pretrain(d["Xn"][pop], meta["label"][pop].to_numpy(), meta[pop], d["net"], model=model, device=device,
-                 seed=seed + k, **{**PRETRAIN, "epochs": epochs}) for k in range(1, seeds)]
+    members = [pops[False]] + [pretrained(False, seed + k) for k in range(1, seeds)]
     info["seed_val_acc"] = [m.metrics.get("val_acc") for m in members]
     zero = pops[False].predict(Xt[test])
     rows = []
