@@ -54,12 +54,14 @@ def dev_data() -> tuple[dict[str, Any], pd.DataFrame, np.ndarray, np.ndarray]:
 
 
 def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int | str, cache: Path | None,
-               seed: int = 0) -> Bundle:
+               seed: int = 0, recipe: dict[str, Any] | None = None) -> Bundle:
     """The population of the trials ``pop`` (every subject but ``target``), plain or aligned.
 
-    Pretrained with the protocol's recipe and ``seed``, or reloaded from ``cache`` (as
+    Pretrained with the protocol's recipe (``PRETRAIN``, updated with ``recipe``) and ``seed``,
+    or reloaded from ``cache`` (as
     ``{target}-plain``, ``{target}-aligned``, ``-seed{seed}`` added for another seed) with its CCA
-    expert refitted by the current code; kept in ``cache`` when given.
+    expert refitted by the current code; kept in ``cache`` when given. The names do not say
+    the recipe: give each recipe its own cache folder.
     """
     from eegtransfer.adaptation.alignment import align_per_group
     from eegtransfer.bundle import Bundle
@@ -78,7 +80,8 @@ def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int | 
         b.cca = population_cca(Xp, y[pop], b.classes, d["net"], net=b.model, device="cpu",
                                val=np.isin(subjects, b.provenance["validation_subjects"]))
     else:
-        b = pretrain(X[pop], y[pop], meta[pop], d["net"], align=aligned, device="cpu", seed=seed, **PRETRAIN)
+        b = pretrain(X[pop], y[pop], meta[pop], d["net"], align=aligned, device="cpu", seed=seed,
+                     **{**PRETRAIN, **(recipe or {})})
         if cached is not None:
             b.save(cached)
     print(target, "aligned" if aligned else "plain", round(time.perf_counter() - t0), b.metrics.get("val_acc"),

@@ -24,12 +24,19 @@ the order above. ``nested.md`` lists each target's choice. The product has one r
 every patient: a rule chosen by most targets replaces ``auto``'s, and the test runs
 (``benchmarks/loso.py``) are then scored once with it. (Outcome: 6 of 11 targets kept ``auto``,
 4 chose ``ts from 6``, 1 both changes, so ``auto`` is unchanged and the test runs were not
-rescored per target.) ::
+rescored per target. With the longer pretraining of the next round, ``results/dev_recipe/epochs50``:
+5 kept ``auto``, 4 chose ``ts from 6``, 2 both changes; ``auto`` again unchanged.) ::
 
     python benchmarks/dev_nested.py --pairs 0-27 --out benchmarks/out/nested_a --pop-cache DIR &
     python benchmarks/dev_nested.py --pairs 28-54 --out benchmarks/out/nested_b --pop-cache DIR &
     python benchmarks/dev_nested.py --merge benchmarks/out/nested_a benchmarks/out/nested_b \\
         --out benchmarks/results/dev_nested
+
+Populations are pretrained with the protocol's recipe (``eegtransfer.evaluation.loso.PRETRAIN``);
+``--epochs`` and ``--patience`` change it (``results/dev_nested`` was made with 25 and 10, the
+recipe of its round: ``--epochs 25 --patience 10``), and every row says which it had. ``--compare
+A B ...`` writes ``recipes.md``: ``auto`` and the zero-shot network of finished runs against the
+first, paired by cell (``results/dev_recipe``, which chose the current recipe).
 """
 
 from __future__ import annotations
@@ -128,18 +135,31 @@ def evaluate(bundles: list[Bundle], X: np.ndarray, y: np.ndarray, mt: pd.DataFra
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, variant: str = "") -> int:
+    """Run ``--pairs`` into ``--out``, or ``--merge`` parts, or ``--compare`` finished runs.
+
+    ``variant`` names what a wrapping script changed (``dev_augment.py``); it goes into every row.
+    """
+    from eegtransfer.evaluation.loso import PRETRAIN
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--pop-cache", type=Path, default=None)
+    p.add_argument("--pop-cache", type=Path, default=None, help="one folder per recipe: names do not say it")
     p.add_argument("--merge", type=Path, nargs="+")
+    p.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
+                   help="finished runs (folders with nested.csv) against the first: writes recipes.md")
     p.add_argument("--seeds", type=int, default=1, help="populations per pair for the seed ensemble rows")
+    p.add_argument("--epochs", type=int, default=PRETRAIN["epochs"], help="maximum pretraining epochs")
+    p.add_argument("--patience", type=int, default=PRETRAIN["patience"], help="pretraining patience")
     a = p.parse_args(argv)
-    if a.seeds < 1:
-        p.error(f"--seeds must be at least 1, got {a.seeds}")
+    if a.seeds < 1 or a.epochs < 1 or a.patience < 1:
+        p.error(f"--seeds, --epochs and --patience must be at least 1, got {a.seeds}, {a.epochs}, {a.patience}")
     if a.merge:
         write_tables(merge_parts(a.merge, "nested.csv", a.out), a.out)
+        return 0
+    if a.compare:
+        compare_runs(a.compare, a.out)
         return 0
     d, meta, X, y = dev_data()
     subjects = sorted(meta["subject"].astype(int).unique())
@@ -148,21 +168,64 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= int(lo) <= int(hi or lo) < len(pairs):
         p.error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
     a.out.mkdir(parents=True, exist_ok=True)
+    recipe = {"epochs": a.epochs, "patience": a.patience}
+    pretraining = f"{a.epochs} epochs, patience {a.patience}" + (f", {variant}" if variant else "")
     rows = []
     for i in range(int(lo), int(hi or lo) + 1):
         s1, s2 = pairs[i]
         t0 = time.perf_counter()
         sub = meta["subject"].astype(int).to_numpy()
         pop = ~np.isin(sub, pairs[i])
-        bundles = [population(d, pop, False, f"{s1}-{s2}", a.pop_cache, seed=k) for k in range(a.seeds)]
+        bundles = [population(d, pop, False, f"{s1}-{s2}", a.pop_cache, seed=k, recipe=recipe)
+                   for k in range(a.seeds)]
         for subject, partner in ((s1, s2), (s2, s1)):
             t = sub == subject
             for r in evaluate(bundles, X[t], y[t], meta[t].reset_index(drop=True), d["net"].tmax, check=i == int(lo)):
-                rows.append({"pair": i, "subject": subject, "partner": partner, **r})
+                rows.append({"pair": i, "subject": subject, "partner": partner, **r, "pretraining": pretraining})
         print(i, pairs[i], round(time.perf_counter() - t0), "s", flush=True)
         pd.DataFrame(rows).to_csv(a.out / "nested.csv", index=False)
     write_tables(pd.DataFrame(rows), a.out)
     return 0
+
+
+def compare_runs(folders: list[Path], out: Path) -> None:
+    """recipes.md: zero-shot and ``auto`` of each run against the first, paired by cell and subject.
+
+    Differences are in points; p is a paired Wilcoxon test over the validation subjects' means
+    (n = 11; each subject is in 10 cells); W / T / L counts those subjects; harmed counts cells more
+    than 5 points below their own population's zero-shot network.
+    """
+    from scipy.stats import wilcoxon
+
+    key = ["pair", "subject", "window"]
+    runs = [pd.read_csv(f / "nested.csv", dtype={"window": str}) for f in folders]
+    runs = [r[r["rule"] == "auto"].set_index(key).sort_index() for r in runs]
+    ref = runs[0]
+    lines = ["# Pretraining recipes on the nested development set", "",
+             f"Each run against the first ({ref['pretraining'].iloc[0] if 'pretraining' in ref else folders[0]}); "
+             f"{len(ref) // 3} (population, validation subject) cells per window, the same in every run. "
+             + (compare_runs.__doc__ or "").split("\n\n")[1].replace("\n    ", " ").strip(), "",
+             "| pretraining | what | 1 min | 2 min | one run | harmed cells |", "|---|---|---|---|---|---|"]
+    for folder, run in zip(folders, runs):
+        if not run.index.equals(ref.index):
+            raise SystemExit(f"{folder}: not the same cells as {folders[0]}")
+        name = run["pretraining"].iloc[0] if "pretraining" in run else str(folder)
+        for what, col in (("zero-shot", "zero_shot"), ("auto", "accuracy")):
+            cells = []
+            for w in ("1", "2", "run"):
+                d = (run[col] - ref[col]).xs(w, level="window")
+                per = d.groupby(level="subject").mean().round(9)  # float noise is not a difference
+                p = wilcoxon(per).pvalue if (per != 0).any() else 1.0
+                mean = 100 * run[col].xs(w, level="window").mean()
+                cells.append(f"{mean:.1f}" if run is ref else
+                             f"{mean:.1f} ({100 * d.mean():+.1f}, p = {p:.3f}, "
+                             f"{int((per > 0).sum())}/{int((per == 0).sum())}/{int((per < 0).sum())})")
+            harmed = run["accuracy"] < run["zero_shot"] - HARM - 1e-9
+            n_harmed = "" if what == "zero-shot" else " / ".join(
+                str(int(harmed.xs(w, level="window").sum())) for w in ("1", "2", "run"))
+            lines.append(f"| {name} | {what} | " + " | ".join(cells) + f" | {n_harmed} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipes.md").write_text("\n".join(lines) + "\n")
 
 
 def selection(df: pd.DataFrame) -> pd.DataFrame:
@@ -191,7 +254,8 @@ def write_tables(df: pd.DataFrame, out: Path) -> None:
         "# Nested leave-one-subject-out: auto's rules on validation subjects' later runs", "",
         f"{df['pair'].nunique()} pairs, {len(df.drop_duplicates(['pair', 'subject']))} (population, validation "
         "subject) cells, plain populations; test trials = the validation subject's later runs. See the "
-        "docstring of `benchmarks/dev_nested.py` for the protocol and the selection rule.", "",
+        "docstring of `benchmarks/dev_nested.py` for the protocol and the selection rule. Pretraining: "
+        + "; ".join(df["pretraining"].unique()) + ".", "",
         "## The rule each target chose (from its 10 validation subjects, 3 windows each)", "",
         selection(df).to_markdown(index=False), "",
         "## Every rule over all cells (accuracy %, mean; the zero-shot network's: "
