@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,10 +79,15 @@ def test_benchmark_tables_say_n_and_name_the_best_baseline():
                                  ("B2", "baseline", 0.4)]:
             rows.append({"subject": s, "window": "2", "method": method, "family": fam,
                          "accuracy": acc + rng.normal(0, 0.01)})
-    text = benchmark_markdown(pd.DataFrame(rows), reference="zero")
+        rows.append({"subject": s, "window": "2", "method": "risky", "family": "ours",
+                     "accuracy": 0.3 if s == 3 else 0.55})
+    text = benchmark_markdown(pd.DataFrame(rows), reference="zero", primary="risky")
     assert "best baseline = B1" in text and "(8)" in text
     assert "| ours | ours | **" in text  # beats both, p = 2/2**8 < 0.05
-    assert "none |" in text  # nobody harmed
+    assert "| ours | none |" in text  # nobody harmed by the best of ours
+    assert re.search(r"\| risky \| 3: -1\d \|", text)  # every method of ours lists whom it harms
+    assert re.search(r"\| 2 min \| risky \(default\) \| 1: \+\d, 2: \+\d, 3: -1\d, 4: \+\d", text)
+    assert "| 2 min | ours (best of ours by mean) |" in text
 
 
 def test_cca_detects_stimulation_frequencies_and_fits_a_rest_threshold():

@@ -81,7 +81,7 @@ def _window_name(w: str) -> str:
 
 
 def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 0.05,
-                       harm_points: float = 5.0) -> str:
+                       harm_points: float = 5.0, primary: str | None = None) -> str:
     """The tables of a benchmark, all made from its per-subject results.
 
     Parameters
@@ -96,13 +96,17 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
         best baseline at this level.
     harm_points : float
         A subject more than this many points below its ``reference`` accuracy counts as harmed.
+    primary : str | None
+        The method users get by default (``auto`` in the loso runner): its per-subject
+        differences are listed beside those of the best of ours by mean.
 
     Returns
     -------
     text : str
         Markdown: mean ± std with n per cell; per window, every method against the reference
         and against the best baseline (named), with Wilcoxon p, effect size and wins/ties/losses;
-        subjects harmed by the best of ours.
+        every method of ours with the subjects it harms; the per-subject differences of
+        ``primary`` and of the best of ours.
     """
     windows = list(dict.fromkeys(results["window"].astype(str)))
     fam = results.drop_duplicates("method").set_index("method")["family"]
@@ -138,22 +142,31 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
             lines.append(f"| {m} | {z['n']} | " + " | ".join(
                 f"{100 * t['mean_diff']:+.1f}, p={format_p(t['p'])}, r={t['effect']:+.2f}, "
                 f"{t['wins']}/{t['ties']}/{t['losses']}" for t in (z, b)) + " |")
-    lines += ["", _harm_lines(wide, fam, reference, windows, harm_points)]
+    lines += ["", _harm_lines(wide, fam, reference, windows, harm_points, primary)]
     return "\n".join(lines)
 
 
 def _harm_lines(wide: dict[str, pd.DataFrame], fam: pd.Series, reference: str, windows: list[str],
-                harm_points: float) -> str:
-    """Per subject, the best of ours (by mean) minus the reference, and who is harmed."""
-    rows = [f"| window | best of ours (by mean) | per-subject difference to {reference} (points) | "
-            f"subjects more than {harm_points:g} points below {reference} |", "|---|---|---|---|"]
+                harm_points: float, primary: str | None = None) -> str:
+    """Who each method of ours harms, then per subject ``primary`` and the best of ours minus the reference.
+
+    Every method is listed, not only the best by mean: a reader looks for the harm of the
+    method they will run, and the best by mean is chosen on these very test trials.
+    """
+    ours = sorted(m for m in fam.index if fam[m] == "ours" and all(m in wide[w] for w in windows))
+    if not ours:
+        return ""
+    diff = {w: 100 * wide[w][ours].sub(wide[w][reference], axis=0) for w in windows}
+    rows = [f"Subjects more than {harm_points:g} points below {reference} (the difference in points):", "",
+            "| method | " + " | ".join(_window_name(w) for w in windows) + " |", "|---|" + "---|" * len(windows)]
+    for m in ours:
+        rows.append(f"| {m} | " + " | ".join(", ".join(f"{s}: {v:+.0f}" for s, v in diff[w][m].items()
+                                                      if v < -harm_points) or "none" for w in windows) + " |")
+    rows += ["", f"| window | method | per-subject difference to {reference} (points) |", "|---|---|---|"]
     for w in windows:
-        ours = [m for m in wide[w] if fam[m] == "ours"]
-        if not ours:
-            continue
-        best = wide[w][ours].mean().idxmax()
-        diff = 100 * (wide[w][best] - wide[w][reference])
-        harmed = [str(s) for s, v in diff.items() if v < -harm_points]
-        rows.append(f"| {w} | {best} | " + ", ".join(f"{s}: {v:+.0f}" for s, v in diff.items())
-                    + f" | {', '.join(harmed) or 'none'} |")
+        named: dict[str, list[str]] = {primary: ["default"]} if primary in diff[w] else {}
+        named.setdefault(wide[w][ours].mean().idxmax(), []).append("best of ours by mean")
+        for m, what in named.items():
+            rows.append(f"| {_window_name(w)} | {m} ({'; '.join(what)}) | "
+                        + ", ".join(f"{s}: {v:+.0f}" for s, v in diff[w][m].items()) + " |")
     return "\n".join(rows)
