@@ -6,7 +6,8 @@ network without calibration. On validation subjects' later runs (nested leave-on
 ``benchmarks/results/dev_nested``), five seeds lifted the zero-shot network from 57.4 % to
 67.9 % (11 of 11 subjects better), while a calibrated ``auto`` gained 0.2-0.6 points, its CCA
 expert carrying most of the product there; on the protocol's test runs afterwards, 61.5 % to
-70.4 % (``benchmarks/results/loso``, n = 11, p = 0.027).
+70.4 % (n = 11, p = 0.027), and 61.2 % to 68.3 % with the longer pretraining of the next
+round (``benchmarks/results/loso``, p = 0.011).
 
 Each member stays an ordinary :class:`~eegtransfer.bundle.Bundle` (its own folder, recipe
 checked, adapted on its own), so nothing about the bundle format changes::

@@ -37,7 +37,8 @@ def auto_candidates(bundle: Bundle, labels: np.ndarray | None = None) -> list[st
     points on it. On validation subjects' later runs (nested leave-one-subject-out,
     ``benchmarks/results/dev_nested``) making the winner beat it by the guard's margin cost
     1.1 / 0.6 / 0.2 points (1 min, 2 min, one run) and saved 2 of 330 harmed cells; 10 of 11
-    targets chose a rule without it.
+    targets chose a rule without it. With longer pretraining (``benchmarks/results/dev_recipe``)
+    it saved none.
 
     Each SSVEP candidate also comes with the patient's own tangent-space classifier multiplied
     in (``+ts``, :class:`~eegtransfer.covariance.TangentSpaceExpert`): covariances carry the power

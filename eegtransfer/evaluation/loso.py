@@ -30,7 +30,7 @@ from .protocol import split_target, target_window
 
 PLAIN = ("bn", "head", "bn+head", "last-k", "ts", "cca", "bn+cca", "head+cca", "cca+ts", "bn+cca+ts", "auto")
 ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca", "align+cca+ts", "auto")
-PRETRAIN = {"epochs": 25, "patience": 10, "lr": 1e-2, "batch_size": 64}
+PRETRAIN = {"epochs": 50, "patience": 20, "lr": 1e-2, "batch_size": 64}
 WINDOWS = ("1", "2", "run")
 
 
@@ -134,11 +134,12 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
     first, test = split_target(mt)
     y = mt["label"].astype(str).to_numpy()
     Xt, pop = d["Xn"][t], ~t
-    pops, info = {}, {"target": target, "n_test": int(test.sum())}
+    settings = {**PRETRAIN, "epochs": epochs}
+    pops, info = {}, {"target": target, "n_test": int(test.sum()), "settings": settings}
 
     def pretrained(aligned: bool, seed: int) -> Any:
         return pretrain(d["Xn"][pop], meta["label"][pop].to_numpy(), meta[pop], d["net"], model=model,
-                        align=aligned, device=device, seed=seed, **{**PRETRAIN, "epochs": epochs})
+                        align=aligned, device=device, seed=seed, **settings)
 
     for aligned in (False, True):
         t0 = time.perf_counter()
@@ -204,13 +205,14 @@ def write_results(df: pd.DataFrame, runs: list[dict[str, Any]], out: Path, *, ti
              f"- Network recipe {json.dumps(runs[0]['recipe_network'])}; baselines use the dataset's "
              f"default recipe {json.dumps(runs[0]['recipe_baselines'])}. Both cut the same trials.",
              f"- Pretraining ({model.split()[0]}, AdamW, early stopping on 2 held-out population subjects): "
-             f"{json.dumps(PRETRAIN)}; population validation accuracy per target, plain / aligned: "
+             f"{'; '.join(sorted({json.dumps(p.get('settings', 'not recorded')) for p in pre}))}; "
+             "population validation accuracy per target, plain / aligned: "
              + ", ".join(f"{p['target']}: {p['plain']['val_acc']:.2f} / {p['aligned']['val_acc']:.2f}" for p in pre)
              + ".",
              "- Calibration windows (minutes actually used and trials, mean over subjects): "
              + "; ".join(f"{w}: {g['minutes_used'].mean():.2f} min, {g['n_calibration'].mean():.1f} trials, "
                          f"grown for {int(g.drop_duplicates('subject')['grown'].sum())} of "
                          f"{g['subject'].nunique()} subjects" for w, g in df.groupby("window", sort=False)) + ".",
-             "", benchmark_markdown(df, reference=model), ""]
+             "", benchmark_markdown(df, reference=model, primary=f"{model.split()[0]} auto"), ""]
     (out / "loso.md").write_text("\n".join(lines))
     return out / "loso.md"
