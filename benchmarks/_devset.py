@@ -20,15 +20,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def dev_arguments(description: str, argv: list[str] | None, *, pop_cache_help: str) -> argparse.Namespace:
-    """Parse ``--subjects``, ``--out``, ``--pop-cache`` and ``--merge``; ``targets`` lists the subjects."""
+    """Parse ``--subjects``, ``--out``, ``--pop-cache``, ``--merge``, ``--epochs`` and ``--patience``.
+
+    ``targets`` lists the subjects; ``recipe`` holds the pretraining's epochs and patience (the
+    protocol's ``PRETRAIN`` by default; results made before it became 50 / 20 used 25 / 10).
+    """
+    from eegtransfer.evaluation.loso import PRETRAIN
+
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--subjects", default="1-11")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--pop-cache", type=Path, default=None, help=pop_cache_help)
+    p.add_argument("--pop-cache", type=Path, default=None, help=pop_cache_help + " (one folder per recipe)")
     p.add_argument("--merge", type=Path, nargs="+", help="folders of parts to merge into --out (nothing is run)")
+    p.add_argument("--epochs", type=int, default=PRETRAIN["epochs"], help="maximum pretraining epochs")
+    p.add_argument("--patience", type=int, default=PRETRAIN["patience"], help="pretraining patience")
     a = p.parse_args(argv)
+    if a.epochs < 1 or a.patience < 1:
+        p.error(f"--epochs and --patience must be at least 1, got {a.epochs} and {a.patience}")
     lo, _, hi = a.subjects.partition("-")
     a.targets = list(range(int(lo), int(hi or lo) + 1))
+    a.recipe = {"epochs": a.epochs, "patience": a.patience}
     return a
 
 
@@ -57,8 +68,8 @@ def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int | 
                seed: int = 0, recipe: dict[str, Any] | None = None) -> Bundle:
     """The population of the trials ``pop`` (every subject but ``target``), plain or aligned.
 
-    Pretrained with the protocol's recipe (``PRETRAIN``, updated with ``recipe``) and ``seed``,
-    or reloaded from ``cache`` (as
+    Pretrained with ``seed`` and the protocol's recipe (``PRETRAIN``, updated with ``recipe``), or
+    reloaded from ``cache`` (as
     ``{target}-plain``, ``{target}-aligned``, ``-seed{seed}`` added for another seed) with its CCA
     expert refitted by the current code; kept in ``cache`` when given. The names do not say
     the recipe: give each recipe its own cache folder.

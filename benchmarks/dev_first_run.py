@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         mt = meta[t].reset_index(drop=True)
         first, _ = split_target(mt)
         Xt, yt, pop = X[t], y_all[t], ~t
-        pops = {aligned: population(d, pop, aligned, target, a.pop_cache) for aligned in (False, True)}
+        pops = {aligned: population(d, pop, aligned, target, a.pop_cache, recipe=a.recipe) for aligned in (False, True)}
         plain_cca = CCAExpert.for_classes(pops[False].classes, d["net"].sfreq, max_freq=d["net"].h_freq, weight=0.0,
                                           bands=[None], n_components=1).fit(X[pop], y_all[pop], l2=1e-3)
         for label in ("1", "2"):

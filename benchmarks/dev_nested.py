@@ -188,12 +188,15 @@ def main(argv: list[str] | None = None, *, variant: str = "") -> int:
     return 0
 
 
+COMPARE_NOTE = ("Differences are in points; p is a paired Wilcoxon test over the validation subjects' means "
+                "(n = 11; each subject is in 10 cells); W / T / L counts those subjects; harmed counts cells "
+                "more than 5 points below their own population's zero-shot network.")
+
+
 def compare_runs(folders: list[Path], out: Path) -> None:
     """recipes.md: zero-shot and ``auto`` of each run against the first, paired by cell and subject.
 
-    Differences are in points; p is a paired Wilcoxon test over the validation subjects' means
-    (n = 11; each subject is in 10 cells); W / T / L counts those subjects; harmed counts cells more
-    than 5 points below their own population's zero-shot network.
+    See :data:`COMPARE_NOTE` for what the cells say.
     """
     from scipy.stats import wilcoxon
 
@@ -204,7 +207,7 @@ def compare_runs(folders: list[Path], out: Path) -> None:
     lines = ["# Pretraining recipes on the nested development set", "",
              f"Each run against the first ({ref['pretraining'].iloc[0] if 'pretraining' in ref else folders[0]}); "
              f"{len(ref) // 3} (population, validation subject) cells per window, the same in every run. "
-             + (compare_runs.__doc__ or "").split("\n\n")[1].replace("\n    ", " ").strip(), "",
+             + COMPARE_NOTE, "",
              "| pretraining | what | 1 min | 2 min | one run | harmed cells |", "|---|---|---|---|---|---|"]
     for folder, run in zip(folders, runs):
         if not run.index.equals(ref.index):
@@ -255,7 +258,7 @@ def write_tables(df: pd.DataFrame, out: Path) -> None:
         f"{df['pair'].nunique()} pairs, {len(df.drop_duplicates(['pair', 'subject']))} (population, validation "
         "subject) cells, plain populations; test trials = the validation subject's later runs. See the "
         "docstring of `benchmarks/dev_nested.py` for the protocol and the selection rule. Pretraining: "
-        + "; ".join(df["pretraining"].unique()) + ".", "",
+        + "; ".join(df.get("pretraining", pd.Series(["not recorded"])).astype(str).unique()) + ".", "",
         "## The rule each target chose (from its 10 validation subjects, 3 windows each)", "",
         selection(df).to_markdown(index=False), "",
         "## Every rule over all cells (accuracy %, mean; the zero-shot network's: "

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         mt = meta[t].reset_index(drop=True)
         first, _ = split_target(mt)
         Xt, yt = X[t], y_all[t]
-        pops = {aligned: population(d, ~t, aligned, target, a.pop_cache) for aligned in (False, True)}
+        pops = {aligned: population(d, ~t, aligned, target, a.pop_cache, recipe=a.recipe) for aligned in (False, True)}
         for window, cal, dev in splits(mt, first, yt, d["net"].tmax, target_window):
             fits = {s: adapt(pops[False], Xt[cal], yt[cal], strategy=s, guard=False, device="cpu", seed=0)
                     for s in STRATEGIES}

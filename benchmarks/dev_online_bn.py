@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         t = (meta["subject"].astype(str) == str(target)).to_numpy()
         first, _ = split_target(meta[t].reset_index(drop=True))
         Xf, yf = X[t][first], y_all[t][first]
-        pop = population(d, ~t, False, target, a.pop_cache)
+        pop = population(d, ~t, False, target, a.pop_cache, recipe=a.recipe)
         pop.cca = None  # the network alone
         probas = {"zero-shot": pop.predict_proba(Xf),
                   "AdaBN over the whole run (bn)": adapt(pop, Xf, None, strategy="bn", device="cpu").predict_proba(Xf)}

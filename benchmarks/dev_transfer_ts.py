@@ -31,6 +31,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,9 @@ from dev_nested import HARM, choose, cross_fitted
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", category=FutureWarning)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sklearn.linear_model import LogisticRegression
 
 WEIGHTS = (0.5, 1.0)
 
@@ -53,7 +57,7 @@ def recentred_tangent(C: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return tangent_space(P @ C @ P, np.eye(len(mean)))
 
 
-def population_ts(C: np.ndarray, y: np.ndarray, subjects: np.ndarray) -> object:
+def population_ts(C: np.ndarray, y: np.ndarray, subjects: np.ndarray) -> LogisticRegression:
     """Balanced logistic regression on every population subject's re-centred tangent vectors."""
     from pyriemann.utils.mean import mean_riemann
     from sklearn.linear_model import LogisticRegression
@@ -64,11 +68,13 @@ def population_ts(C: np.ndarray, y: np.ndarray, subjects: np.ndarray) -> object:
     return LogisticRegression(class_weight="balanced", max_iter=2000).fit(T, y[order])
 
 
-def run_pair(d: dict, C: np.ndarray, pair: tuple[int, int], index: int, cache: Path | None) -> list[dict]:
+def run_pair(d: dict[str, Any], C: np.ndarray, pair: tuple[int, int], index: int, cache: Path | None
+             ) -> list[dict[str, Any]]:
     """Every row of one pair: both validation subjects, three windows, every rule."""
     from pyriemann.utils.mean import mean_riemann
 
     from eegtransfer.adaptation.guard import MARGIN
+    from eegtransfer.evaluation.loso import PRETRAIN
     from eegtransfer.evaluation.protocol import split_target, target_window
 
     meta, X = d["meta"], d["Xn"]
@@ -96,7 +102,8 @@ def run_pair(d: dict, C: np.ndarray, pair: tuple[int, int], index: int, cache: P
                 acc = float((np.asarray(bundle.classes)[logp.argmax(1)] == ys[test]).mean())
                 rows.append({"pair": index, "subject": subject, "partner": partner, "window": label,
                              "rule": rule, "chosen": chosen, "accuracy": acc, "zero_shot": zero,
-                             "n_calibration": int(cal.sum()), "n_test": int(test.sum())})
+                             "n_calibration": int(cal.sum()), "n_test": int(test.sum()),
+                             "pretraining": f"{PRETRAIN['epochs']} epochs, patience {PRETRAIN['patience']}"})
     return rows
 
 
@@ -120,13 +127,16 @@ def write_table(df: pd.DataFrame, out: Path) -> None:
     (out / "transfer_ts.md").write_text("\n".join([
         "# A population (re-centred) TS+LR in auto's product: nested development set", "",
         f"{df['pair'].nunique()} pairs, {cells} (population, validation subject) cells; see the docstring of "
-        f"`benchmarks/dev_transfer_ts.py`. Zero-shot network: {100 * df['zero_shot'].mean():.1f} %.", "",
+        f"`benchmarks/dev_transfer_ts.py`. Pretraining: "
+        f"{'; '.join(df.get('pretraining', pd.Series(['not recorded'])).astype(str).unique())}. "
+        f"Zero-shot network: {100 * df['zero_shot'].mean():.1f} %.", "",
         "Accuracy %, mean over cells:", "", acc.to_markdown(), "",
         f"Cells more than 5 points below the zero-shot network (of {cells} per window):", "",
         harmed.to_markdown(), "", *lines, ""]))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``--pairs`` into ``--out``, or ``--merge`` finished parts."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
     p.add_argument("--out", type=Path, required=True)

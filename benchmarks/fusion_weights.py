@@ -56,7 +56,7 @@ def fit_exponents(expert: Any, net: np.ndarray, X: np.ndarray, y: np.ndarray, *,
                                       bounds=(0.0, MAX_WEIGHT), method="bounded").x)
 
 
-def one_target(target: int, d: dict, pop_cache: Path | None) -> list[dict]:
+def one_target(target: int, d: dict, pop_cache: Path | None, recipe: dict | None = None) -> list[dict]:
     """Accuracy of every exponent rule for one target, both windows."""
     from sklearn.metrics import balanced_accuracy_score
 
@@ -73,7 +73,7 @@ def one_target(target: int, d: dict, pop_cache: Path | None) -> list[dict]:
     t, r = subj == str(target), d["net"]
     cached = pop_cache / f"{target}-plain" if pop_cache else None
     pop = (Bundle.load(cached) if cached is not None and cached.exists() else
-           pretrain(X[~t], y_all[~t], meta[~t], r, device="cpu", seed=0, **PRETRAIN))
+           pretrain(X[~t], y_all[~t], meta[~t], r, device="cpu", seed=0, **{**PRETRAIN, **(recipe or {})}))
     Xp, yp = X[~t], y_all[~t]
     val = np.isin(subj[~t], pop.provenance["validation_subjects"])
     experts = {name: CCAExpert.for_classes(pop.classes, r.sfreq, max_freq=r.h_freq, weight=0.0).fit(
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     d = load("Kalunga2016", sfreq=64.0)
-    rows = [row for target in a.targets for row in one_target(target, d, a.pop_cache)]
+    rows = [row for target in a.targets for row in one_target(target, d, a.pop_cache, a.recipe)]
     df = pd.DataFrame(rows)
     df.to_csv(a.out / "fusion_weights.csv", index=False)
     write_table(df, a.out)

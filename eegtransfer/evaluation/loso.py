@@ -205,7 +205,7 @@ def write_results(df: pd.DataFrame, runs: list[dict[str, Any]], out: Path, *, ti
              f"- Network recipe {json.dumps(runs[0]['recipe_network'])}; baselines use the dataset's "
              f"default recipe {json.dumps(runs[0]['recipe_baselines'])}. Both cut the same trials.",
              f"- Pretraining ({model.split()[0]}, AdamW, early stopping on 2 held-out population subjects): "
-             f"{'; '.join(sorted({json.dumps(p.get('settings', 'not recorded')) for p in pre}))}; "
+             f"{'; '.join(sorted({json.dumps(p['settings']) if 'settings' in p else 'not recorded' for p in pre}))}; "
              "population validation accuracy per target, plain / aligned: "
              + ", ".join(f"{p['target']}: {p['plain']['val_acc']:.2f} / {p['aligned']['val_acc']:.2f}" for p in pre)
              + ".",

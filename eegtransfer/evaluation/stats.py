@@ -161,7 +161,7 @@ def _harm_lines(wide: dict[str, pd.DataFrame], fam: pd.Series, reference: str, w
             "| method | " + " | ".join(_window_name(w) for w in windows) + " |", "|---|" + "---|" * len(windows)]
     for m in ours:
         rows.append(f"| {m} | " + " | ".join(", ".join(f"{s}: {v:+.1f}" for s, v in diff[w][m].items()
-                                                      if v < -harm_points) or "none" for w in windows) + " |")
+                                                      if v < -harm_points - 1e-9) or "none" for w in windows) + " |")
     rows += ["", f"| window | method | per-subject difference to {reference} (points) |", "|---|---|---|"]
     for w in windows:
         named: dict[str, list[str]] = {primary: ["default"]} if primary in diff[w] else {}
