@@ -19,27 +19,40 @@ if TYPE_CHECKING:  # pragma: no cover
     from eegtransfer.bundle import Bundle
 
 
-def dev_arguments(description: str, argv: list[str] | None, *, pop_cache_help: str) -> argparse.Namespace:
-    """Parse ``--subjects``, ``--out``, ``--pop-cache``, ``--merge``, ``--epochs`` and ``--patience``.
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """``--epochs`` and ``--patience`` of the pretraining: the protocol's ``PRETRAIN`` by default.
 
-    ``targets`` lists the subjects; ``recipe`` holds the pretraining's epochs and patience (the
-    protocol's ``PRETRAIN`` by default; results made before it became 50 / 20 used 25 / 10).
+    Results made before ``PRETRAIN`` became 50 / 20 used 25 / 10.
     """
     from eegtransfer.evaluation.loso import PRETRAIN
 
+    p.add_argument("--epochs", type=int, default=PRETRAIN["epochs"], help="maximum pretraining epochs")
+    p.add_argument("--patience", type=int, default=PRETRAIN["patience"], help="pretraining patience")
+
+
+def parsed_recipe(p: argparse.ArgumentParser, a: argparse.Namespace) -> dict[str, int]:
+    """``{"epochs", "patience"}`` from :func:`add_recipe_arguments`' options; one-line error if under 1."""
+    if a.epochs < 1 or a.patience < 1:
+        p.error(f"--epochs and --patience must be at least 1, got {a.epochs} and {a.patience}")
+    return {"epochs": a.epochs, "patience": a.patience}
+
+
+def dev_arguments(description: str, argv: list[str] | None, *, pop_cache_help: str) -> argparse.Namespace:
+    """Parse ``--subjects``, ``--out``, ``--pop-cache``, ``--merge``, ``--epochs`` and ``--patience``.
+
+    ``targets`` lists the subjects; ``recipe`` holds the pretraining's epochs and patience
+    (:func:`add_recipe_arguments`).
+    """
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--subjects", default="1-11")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--pop-cache", type=Path, default=None, help=pop_cache_help + " (one folder per recipe)")
     p.add_argument("--merge", type=Path, nargs="+", help="folders of parts to merge into --out (nothing is run)")
-    p.add_argument("--epochs", type=int, default=PRETRAIN["epochs"], help="maximum pretraining epochs")
-    p.add_argument("--patience", type=int, default=PRETRAIN["patience"], help="pretraining patience")
+    add_recipe_arguments(p)
     a = p.parse_args(argv)
-    if a.epochs < 1 or a.patience < 1:
-        p.error(f"--epochs and --patience must be at least 1, got {a.epochs} and {a.patience}")
+    a.recipe = parsed_recipe(p, a)
     lo, _, hi = a.subjects.partition("-")
     a.targets = list(range(int(lo), int(hi or lo) + 1))
-    a.recipe = {"epochs": a.epochs, "patience": a.patience}
     return a
 
 
@@ -69,10 +82,9 @@ def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int | 
     """The population of the trials ``pop`` (every subject but ``target``), plain or aligned.
 
     Pretrained with ``seed`` and the protocol's recipe (``PRETRAIN``, updated with ``recipe``), or
-    reloaded from ``cache`` (as
-    ``{target}-plain``, ``{target}-aligned``, ``-seed{seed}`` added for another seed) with its CCA
-    expert refitted by the current code; kept in ``cache`` when given. The names do not say
-    the recipe: give each recipe its own cache folder.
+    reloaded from ``cache`` (as ``{target}-plain``, ``{target}-aligned``, ``-seed{seed}`` added for
+    another seed) with its CCA expert refitted by the current code; kept in ``cache`` when given.
+    The names do not say the recipe: give each recipe its own cache folder.
     """
     from eegtransfer.adaptation.alignment import align_per_group
     from eegtransfer.bundle import Bundle

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from _devset import dev_data, merge_parts, population
+from _devset import add_recipe_arguments, dev_data, merge_parts, parsed_recipe, population
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -140,8 +140,6 @@ def main(argv: list[str] | None = None, *, variant: str = "") -> int:
 
     ``variant`` names what a wrapping script changed (``dev_augment.py``); it goes into every row.
     """
-    from eegtransfer.evaluation.loso import PRETRAIN
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
     p.add_argument("--out", type=Path, required=True)
@@ -150,11 +148,11 @@ def main(argv: list[str] | None = None, *, variant: str = "") -> int:
     p.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
                    help="finished runs (folders with nested.csv) against the first: writes recipes.md")
     p.add_argument("--seeds", type=int, default=1, help="populations per pair for the seed ensemble rows")
-    p.add_argument("--epochs", type=int, default=PRETRAIN["epochs"], help="maximum pretraining epochs")
-    p.add_argument("--patience", type=int, default=PRETRAIN["patience"], help="pretraining patience")
+    add_recipe_arguments(p)
     a = p.parse_args(argv)
-    if a.seeds < 1 or a.epochs < 1 or a.patience < 1:
-        p.error(f"--seeds, --epochs and --patience must be at least 1, got {a.seeds}, {a.epochs}, {a.patience}")
+    recipe = parsed_recipe(p, a)
+    if a.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {a.seeds}")
     if a.merge:
         write_tables(merge_parts(a.merge, "nested.csv", a.out), a.out)
         return 0
@@ -168,7 +166,6 @@ def main(argv: list[str] | None = None, *, variant: str = "") -> int:
     if not 0 <= int(lo) <= int(hi or lo) < len(pairs):
         p.error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
     a.out.mkdir(parents=True, exist_ok=True)
-    recipe = {"epochs": a.epochs, "patience": a.patience}
     pretraining = f"{a.epochs} epochs, patience {a.patience}" + (f", {variant}" if variant else "")
     rows = []
     for i in range(int(lo), int(hi or lo) + 1):
