@@ -7,6 +7,7 @@ from eegtransfer.adaptation import CCA, Align, Head, auto_candidates, parse_stra
 from eegtransfer.errors import EEGTransferError
 from eegtransfer.evaluation.baselines import CCADetector
 from eegtransfer.ssvep import (
+    REST_EVIDENCE,
     CCAExpert,
     cca_correlations,
     filter_bank_correlations,
@@ -251,6 +252,36 @@ def test_filter_bank_has_one_subband_per_frequency_and_keeps_the_background_out(
                                                         [None, (20.0, 30.0)], max_freq=30), rho, atol=1e-8)
 
 
+def test_the_expert_keeps_only_part_of_its_say_on_rest():
+    """Rest is learnt from the correlations' overall level, which drifts between runs."""
+    y = np.tile(CLASSES, 10)
+    X = ssvep_trials(y)
+    full = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(X, y, l2=1e-3)
+    assert full.rest_evidence == REST_EVIDENCE == 0.5  # the default
+    lp = {}
+    for share in (0.0, 0.5, 1.0):
+        e = CCAExpert.from_dict({**full.to_dict(), "rest_evidence": share})
+        assert e.unfitted(weight=1.0).rest_evidence == share and repr(e).endswith(f"rest_evidence={share:g})")
+        lp[share] = e.log_proba(X)
+    # none: no say on rest, and the frequencies' softmax among themselves
+    np.testing.assert_allclose(lp[0.0][:, 3], -np.log(3))
+    np.testing.assert_allclose(np.exp(lp[0.0][:, :3]).sum(1), 1.0, rtol=1e-6)
+    # rest against the best frequency: half the expert's say lies strictly between none and all
+    odds = {k: v[:, 3] - v[:, :3].max(1) for k, v in lp.items()}
+    rest = y == "rest"
+    assert (odds[1.0][rest] > odds[0.5][rest]).all() and (odds[0.5][rest] > odds[0.0][rest]).all()
+    assert (odds[1.0][rest] > 0).mean() > 0.8  # the full expert does know rest here
+    # with every class a frequency nothing changes; a bundle without the key keeps the full say
+    three = np.tile(["13", "17", "21"], 8)
+    e3 = CCAExpert.for_classes(["13", "17", "21"], SFREQ, max_freq=30).fit(ssvep_trials(three), three)
+    np.testing.assert_allclose(e3.log_proba(X), CCAExpert.from_dict({**e3.to_dict(), "rest_evidence": 1.0}).log_proba(X))
+    d = full.to_dict()
+    del d["rest_evidence"]
+    assert CCAExpert.from_dict(d).rest_evidence == 1.0
+    with pytest.raises(EEGTransferError, match=r"CCAExpert rest_evidence= must be between 0 and 1, got 1.5"):
+        CCAExpert(CLASSES, {"13": 13.0}, SFREQ, rest_evidence=1.5)
+
+
 def test_expert_bands_are_checked_and_old_bundles_read_plain_cca():
     with pytest.raises(EEGTransferError, match=r"band \(20, 40\) Hz"):
         CCAExpert.for_classes(CLASSES, SFREQ, bands=[(20, 40)])
@@ -317,15 +348,23 @@ def test_the_cca_step_takes_both_exponents_from_its_prior():
     prior = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, weight=0.0).fit(X, y, l2=1e-3)
     prior.fitted_weight_, prior.fitted_net_weight_ = 2.0, 0.3
 
+    def fitted(step: CCA, expert: CCAExpert | None) -> CCAExpert:
+        return step.fit(type("B", (), {"classes": CLASSES, "cca": expert,
+                                       "recipe": type("R", (), {"sfreq": SFREQ, "h_freq": 30.0})()})(), X, y).cca
+
     def exponents(step: CCA, expert: CCAExpert) -> tuple[float, float]:
-        e = step.fit(type("B", (), {"classes": CLASSES, "cca": expert,
-                                    "recipe": type("R", (), {"sfreq": SFREQ, "h_freq": 30.0})()})(), X, y).cca
+        e = fitted(step, expert)
         return e.weight, e.net_weight
 
     assert exponents(CCA(), prior) == (2.0, 0.3)  # the population's fitted pair
     assert exponents(CCA(weight=1.5), prior) == (1.5, 1.0)  # a number: the network's stays 1
     patient = prior.unfitted(weight=2.0, net_weight=0.3).fit(X, y, prior=prior)
     assert patient.fitted_weight_ is None and exponents(CCA(), patient) == (2.0, 0.3)  # adapted again
+    # the say on rest: the prior's (a population's: REST_EVIDENCE; an old bundle's: 1); without one, 1
+    assert fitted(CCA(), prior).rest_evidence == REST_EVIDENCE < 1.0
+    old = CCAExpert.from_dict({k: v for k, v in prior.to_dict().items() if k != "rest_evidence"})
+    assert fitted(CCA(), old).rest_evidence == 1.0
+    assert fitted(CCA(), None).rest_evidence == 1.0
 
 
 def test_fit_weight_warns_when_the_network_adds_nothing(caplog):
