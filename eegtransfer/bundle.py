@@ -54,11 +54,14 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("eegtransfer")
 
 FORMAT = "eegtransfer.bundle"
-FORMAT_VERSION = 3  # the newest this reads and writes
+FORMAT_VERSION = 4  # the newest this reads and writes
 # Format 3 = format 2 plus the patient's tangent-space expert ("ts"). Only a bundle that has one is
 # written as 3: a reader of format 2 would load it and silently predict without the expert, so it
 # must refuse it instead; every other bundle stays readable by format-2 readers.
 TS_FORMAT_VERSION = 3
+# Format 4 = format 3 plus the CCA expert's say on rest ("rest_evidence"). Only a bundle whose expert
+# keeps less than its full say is written as 4: an older reader would give it the full say silently.
+REST_FORMAT_VERSION = 4
 META_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.safetensors"
 ALIGN_KEY = "__eegtransfer__.align"
@@ -395,6 +398,12 @@ class Bundle:
         return new
 
     # --- disk ----------------------------------------------------------------
+    def _format_version(self) -> int:
+        """The oldest format that holds everything this bundle predicts with (see ``FORMAT_VERSION``)."""
+        if self.cca is not None and self.cca.rest_evidence != 1.0:
+            return REST_FORMAT_VERSION
+        return TS_FORMAT_VERSION if self.ts is not None else 2
+
     def to_meta(self) -> dict[str, Any]:
         config = None
         if hasattr(self.model, "get_config"):
@@ -404,7 +413,7 @@ class Bundle:
                 config = None
         return {
             "format": FORMAT,
-            "format_version": TS_FORMAT_VERSION if self.ts is not None else 2,
+            "format_version": self._format_version(),
             "model": {
                 "name": self.model_name,
                 "n_chans": len(self.ch_names),

@@ -35,12 +35,13 @@ CHUNK = 256  # trials per batch of cca_correlations
 SUBBAND_MARGIN = 1.0  # Hz: each sub-band of the filter bank starts this far under its frequency
 FILTER_ORDER = 4  # Butterworth order of the sub-band filters (applied forwards and backwards)
 N_COMPONENTS = 2  # canonical correlations per band and frequency that the expert reads
-# Share of its own evidence a population's expert (and a patient's fitted from it) keeps on classes
-# without a frequency (rest): the overall level of the correlations, from which it learns rest, falls
-# between a person's runs. On validation subjects' later runs (benchmarks/results/dev_rest_evidence)
-# half cut auto's harmed cells from 7 to 5 and kept its accuracy (+1.2 / +1.0 / +0.4 points); none (0)
-# cut them to 2 and cost 3.8 / 3.8 / 2.7 points. An expert without a population (a new class set, the
-# ``cca`` step) keeps its full say: there half cost 2.5 points (benchmarks/results/dev_new_setup).
+# Share of its own evidence a population's expert (pretraining's, and the patients' fitted from it) keeps
+# on classes without a frequency (rest): the overall level of the correlations, from which it learns
+# rest, falls between a person's runs. On validation subjects' later runs
+# (benchmarks/results/dev_rest_evidence) half cut auto's harmed cells from 7 to 5 and kept its accuracy
+# (+1.2 / +1.0 / +0.4 points); none (0) cut them to 2 and cost 3.8 / 3.8 / 2.7 points. An expert without
+# a population (a new class set) keeps its full say (1, CCAExpert's default): there half cost 2.5
+# points (benchmarks/results/dev_new_setup).
 REST_EVIDENCE = 0.5
 
 Band = tuple[float, float] | None  # (low, high) in Hz; None: the trials as they are
@@ -209,15 +210,15 @@ class CCAExpert:
     rest_evidence : float
         Between 0 and 1: the share of the expert's own log-probabilities used for classes
         without a frequency; the rest is its softmax over the stimulation classes, with
-        ``1 / n_stimulation_classes`` for the others (no evidence either way). ``REST_EVIDENCE``
-        for a population's expert; the ``cca`` step gives an expert without a population 1, as
-        bundles written before it have.
+        ``1 / n_stimulation_classes`` for the others (no evidence either way). 1 (the full say)
+        by default, as for bundles written before it; a population's expert gets
+        ``REST_EVIDENCE`` at pretraining, and the patients' experts fitted from it inherit it.
     """
 
     def __init__(self, classes: list[str], freqs: dict[str, float], sfreq: float, *, n_harmonics: int = 3,
                  max_freq: float | None = None, weight: float = 1.0, bands: str | list[Band] = "auto",
                  n_components: int = N_COMPONENTS, net_weight: float = 1.0,
-                 rest_evidence: float = REST_EVIDENCE) -> None:
+                 rest_evidence: float = 1.0) -> None:
         if not freqs:
             raise EEGTransferError(f"no stimulation frequency among the classes {classes}: "
                                    "CCA needs SSVEP classes named by frequency, such as '13' or '13Hz'")
@@ -246,7 +247,7 @@ class CCAExpert:
     @classmethod
     def for_classes(cls, classes: list[str], sfreq: float, *, max_freq: float | None = None,
                     weight: float = 1.0, bands: str | list[Band] = "auto",
-                    n_components: int = N_COMPONENTS, rest_evidence: float = REST_EVIDENCE) -> CCAExpert | None:
+                    n_components: int = N_COMPONENTS, rest_evidence: float = 1.0) -> CCAExpert | None:
         """An unfitted expert when some class names are frequencies, else ``None``."""
         freqs = ssvep_frequencies(classes)
         return cls(classes, freqs, sfreq, max_freq=max_freq, weight=weight, bands=bands,
@@ -379,8 +380,8 @@ class CCAExpert:
 
         Classes without a frequency get ``rest_evidence`` of the expert's own log-probability
         and the rest of ``log(1 / n_stimulation_classes)``; the stimulation classes the same
-        share of their own and the rest of their softmax among themselves. Unnormalised unless
-        ``rest_evidence`` is 1 or every class has a frequency: the product renormalises.
+        share of their own and the rest of their softmax among themselves; then normalised
+        (a geometric mixture of the two distributions).
         """
         logits = self.features(X) @ self.coef_.T + self.intercept_
         full = _log_softmax(logits)
@@ -389,7 +390,7 @@ class CCAExpert:
             return full
         neutral = np.full_like(full, -np.log(stim.sum()))
         neutral[:, stim] = _log_softmax(logits[:, stim])
-        return self.rest_evidence * full + (1.0 - self.rest_evidence) * neutral
+        return _log_softmax(self.rest_evidence * full + (1.0 - self.rest_evidence) * neutral)
 
     def to_dict(self) -> dict[str, Any]:
         return {"classes": self.classes, "freqs": self.freqs, "sfreq": self.sfreq,

@@ -173,9 +173,19 @@ def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, cap
     net_only = patient.copy()
     net_only.cca = None
     assert not np.allclose(patient.predict_proba(Xt[32:]), net_only.predict_proba(Xt[32:]))
+    # the population's expert keeps half its say on rest, and so does the patient's; format 4 says so
+    assert pop.cca.rest_evidence == patient.cca.rest_evidence == REST_EVIDENCE
     patient.save(tmp_path / "p")
     back = Bundle.load(tmp_path / "p")
     np.testing.assert_allclose(back.predict_proba(Xt[32:]), patient.predict_proba(Xt[32:]), atol=1e-5)
+    import json
+
+    from eegtransfer.errors import BundleError
+
+    assert json.loads((tmp_path / "p" / "bundle.json").read_text())["format_version"] == 4
+    monkeypatch.setattr("eegtransfer.bundle.FORMAT_VERSION", 3)  # a reader before it would give it the full say
+    with pytest.raises(BundleError, match="format version 4 is newer than this eegtransfer reads"):
+        Bundle.load(tmp_path / "p")
 
 
 def test_fit_weight_trusts_the_expert_as_far_as_unseen_trials_say():
@@ -257,15 +267,17 @@ def test_the_expert_keeps_only_part_of_its_say_on_rest():
     y = np.tile(CLASSES, 10)
     X = ssvep_trials(y)
     full = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30).fit(X, y, l2=1e-3)
-    assert full.rest_evidence == REST_EVIDENCE == 0.5  # the default
+    assert full.rest_evidence == 1.0 and REST_EVIDENCE == 0.5  # full say by default; a population's: half
     lp = {}
     for share in (0.0, 0.5, 1.0):
         e = CCAExpert.from_dict({**full.to_dict(), "rest_evidence": share})
         assert e.unfitted(weight=1.0).rest_evidence == share and repr(e).endswith(f"rest_evidence={share:g})")
         lp[share] = e.log_proba(X)
-    # none: no say on rest, and the frequencies' softmax among themselves
-    np.testing.assert_allclose(lp[0.0][:, 3], -np.log(3))
-    np.testing.assert_allclose(np.exp(lp[0.0][:, :3]).sum(1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(np.exp(lp[share]).sum(1), 1.0, rtol=1e-6)  # probabilities
+    # none: no say on rest (1 in 4 for every trial), the frequencies in their softmax's proportions
+    np.testing.assert_allclose(np.exp(lp[0.0][:, 3]), 0.25, rtol=1e-6)
+    stim = np.exp(lp[1.0][:, :3]) / np.exp(lp[1.0][:, :3]).sum(1, keepdims=True)
+    np.testing.assert_allclose(np.exp(lp[0.0][:, :3]) / 0.75, stim, rtol=1e-5)
     # rest against the best frequency: half the expert's say lies strictly between none and all
     odds = {k: v[:, 3] - v[:, :3].max(1) for k, v in lp.items()}
     rest = y == "rest"
@@ -274,8 +286,9 @@ def test_the_expert_keeps_only_part_of_its_say_on_rest():
     # with every class a frequency nothing changes; a bundle without the key keeps the full say
     three = np.tile(["13", "17", "21"], 8)
     e3 = CCAExpert.for_classes(["13", "17", "21"], SFREQ, max_freq=30).fit(ssvep_trials(three), three)
-    np.testing.assert_allclose(e3.log_proba(X), CCAExpert.from_dict({**e3.to_dict(), "rest_evidence": 1.0}).log_proba(X))
-    d = full.to_dict()
+    np.testing.assert_allclose(e3.log_proba(X), CCAExpert.from_dict({**e3.to_dict(), "rest_evidence": 0.5})
+                               .log_proba(X), atol=1e-12)
+    d = CCAExpert.from_dict({**full.to_dict(), "rest_evidence": 0.5}).to_dict()
     del d["rest_evidence"]
     assert CCAExpert.from_dict(d).rest_evidence == 1.0
     with pytest.raises(EEGTransferError, match=r"CCAExpert rest_evidence= must be between 0 and 1, got 1.5"):
@@ -345,7 +358,8 @@ def test_an_old_bundle_expert_goes_through_the_cca_step_as_plain_cca(fake_popula
 def test_the_cca_step_takes_both_exponents_from_its_prior():
     y = np.tile(CLASSES, 5)
     X = ssvep_trials(y)
-    prior = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, weight=0.0).fit(X, y, l2=1e-3)
+    prior = CCAExpert.for_classes(CLASSES, SFREQ, max_freq=30, weight=0.0, rest_evidence=REST_EVIDENCE) \
+        .fit(X, y, l2=1e-3)
     prior.fitted_weight_, prior.fitted_net_weight_ = 2.0, 0.3
 
     def fitted(step: CCA, expert: CCAExpert | None) -> CCAExpert:

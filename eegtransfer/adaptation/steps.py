@@ -317,12 +317,12 @@ class CCA(Step):
         r = bundle.recipe
         prior = bundle.cca if bundle.cca is not None and bundle.cca.classes == bundle.classes else None
         weight, net_weight = self._exponents(prior)
-        # The patient's expert reads what the population's read (a bundle may predate the filter bank).
-        # Without a prior it keeps its full say on rest: halving it, right with a population's fitted
-        # exponents, cost 2.5 points to auto on the new set-up's development set (dev_new_setup).
+        # The patient's expert reads what the population's read (a bundle may predate the filter bank),
+        # and keeps its say on rest. Without a prior it keeps its full say (the default): halving it,
+        # right with a population's fitted exponents, cost auto 2.5 points on the new set-up's
+        # development set (benchmarks/results/dev_new_setup).
         expert = (prior.unfitted(weight=weight, net_weight=net_weight) if prior is not None else
-                  CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=weight,
-                                        rest_evidence=1.0))
+                  CCAExpert.for_classes(bundle.classes, r.sfreq, max_freq=r.h_freq, weight=weight))
         if expert is None:
             raise EEGTransferError(f"step 'cca' needs SSVEP classes named by frequency (such as '13' or "
                                    f"'13Hz'); this model's classes are {bundle.classes}")

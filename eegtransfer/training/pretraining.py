@@ -304,9 +304,10 @@ def population_cca(X: np.ndarray, labels: np.ndarray, classes: list[str], recipe
     expert's and the network's exponents in the product are fitted there
     (``CCAExpert.fit_weight``): the ``cca`` step's defaults.
     """
-    from ..ssvep import CCAExpert
+    from ..ssvep import REST_EVIDENCE, CCAExpert
 
-    expert = CCAExpert.for_classes(classes, recipe.sfreq, max_freq=recipe.h_freq, weight=0.0)
+    expert = CCAExpert.for_classes(classes, recipe.sfreq, max_freq=recipe.h_freq, weight=0.0,
+                                   rest_evidence=REST_EVIDENCE)
     if expert is None:
         return None
     expert.fit(X, labels, l2=1e-3)
