@@ -174,25 +174,32 @@ def main(argv: list[str] | None = None) -> int:
     add_recipe_arguments(p)
     a = p.parse_args(argv)
     recipe = parsed_recipe(p, a)
-    expert = "the package's"
-    if a.rest_evidence is not None:
-        if not 0 <= a.rest_evidence <= 1:
-            p.error(f"--rest-evidence must be between 0 and 1, got {a.rest_evidence:g}")
-        from dev_rest_evidence import with_rest_evidence
-
-        from eegtransfer import ssvep
-
-        ssvep.CCAExpert.log_proba = with_rest_evidence(a.rest_evidence)
-        expert = f"say on rest {a.rest_evidence:g}"
+    if a.rest_evidence is not None and not 0 <= a.rest_evidence <= 1:
+        p.error(f"--rest-evidence must be between 0 and 1, got {a.rest_evidence:g}")
     if a.merge:
         write_tables(merge_parts(a.merge, "combine.csv", a.out), a.out)
         return 0
+    if a.rest_evidence is None:
+        return run(a, recipe, "the package's", p.error)
+    from dev_rest_evidence import _log_proba, with_rest_evidence
+
+    from eegtransfer import ssvep
+
+    ssvep.CCAExpert.log_proba = with_rest_evidence(a.rest_evidence)
+    try:
+        return run(a, recipe, f"say on rest {a.rest_evidence:g}", p.error)
+    finally:
+        ssvep.CCAExpert.log_proba = _log_proba
+
+
+def run(a: argparse.Namespace, recipe: dict[str, int], expert: str, error: Any) -> int:
+    """The pairs of ``a.pairs`` into ``a.out``; ``expert`` says which CCA expert every row used."""
     d, meta, X, y = dev_data()
     sub = meta["subject"].astype(int).to_numpy()
     pairs = list(itertools.combinations(sorted(set(sub.tolist())), 2))
     lo, _, hi = a.pairs.partition("-")
     if not 0 <= int(lo) <= int(hi or lo) < len(pairs):
-        p.error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
+        error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(int(lo), int(hi or lo) + 1):

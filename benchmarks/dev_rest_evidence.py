@@ -28,9 +28,10 @@ of the formula that is now ``CCAExpert.log_proba``'s; this script sets ``rest_ev
     (the same with --rest-evidence 0.5, rest5_a / rest5_b, into $R/half)
     python benchmarks/dev_nested.py --compare benchmarks/results/dev_recipe/epochs50 $R/none $R/half --out $R
 
-``--epochs`` and ``--patience`` as in ``dev_nested.py``; ``--pop-cache``: the folder of the
-``dev_nested.py`` run of the same recipe. Run with the package's default
-(``REST_EVIDENCE`` = 0.5), ``--rest-evidence`` replaces it.
+``--rest-evidence`` is required and sets every expert's say (1: the expert as before
+``REST_EVIDENCE``, which reproduces the development results made before it with
+``dev_nested.py``); the other options are ``dev_nested.py``'s, ``--pop-cache`` the folder of its
+run with the same recipe.
 """
 
 from __future__ import annotations
@@ -64,15 +65,18 @@ def with_rest_evidence(share: float):
 
 def main(argv: list[str] | None = None) -> int:
     """``--rest-evidence SHARE``, then ``dev_nested.py``'s arguments."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other options: dev_nested.py's.")
     p.add_argument("--rest-evidence", type=float, required=True, help="0: none; 0.5: half; 1: all")
     a, rest = p.parse_known_args(argv)
     if not 0 <= a.rest_evidence <= 1:
         p.error(f"--rest-evidence must be between 0 and 1, got {a.rest_evidence:g}")
-    ssvep.CCAExpert.log_proba = with_rest_evidence(a.rest_evidence)
     share = a.rest_evidence
     variant = "expert without rest evidence" if share == 0 else f"expert with {share:g} of its rest evidence"
-    return dev_nested.main(rest, variant=variant)
+    ssvep.CCAExpert.log_proba = with_rest_evidence(share)
+    try:
+        return dev_nested.main(rest, variant=variant)
+    finally:
+        ssvep.CCAExpert.log_proba = _log_proba
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ Run from the repository root (about 3 minutes on 2 shared CPU cores)::
 50 and 20; without the options it pretrains with the current ``PRETRAIN``).
 
 It writes ``benchmarks/results/new_setup/new_setup.csv`` (one row per subject and method; a
-method that fails keeps its row, with the error) and ``new_setup.md``.
+method that fails keeps its row, with the error) and ``new_setup.md``. ``--rest-evidence 0.5
+--out benchmarks/results/new_setup/half_say`` gives every expert half its say on ``rest``, as
+the package's first version of ``REST_EVIDENCE`` did (``results/new_setup/half_say``; the package
+now keeps the full say without a population prior, as here).
 """
 
 from __future__ import annotations
@@ -227,7 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "new_setup")
     p.add_argument("--epochs", type=int, default=None, help="maximum pretraining epochs (default: PRETRAIN's)")
     p.add_argument("--patience", type=int, default=None, help="pretraining patience (default: PRETRAIN's)")
+    p.add_argument("--rest-evidence", type=float, default=None,
+                   help="every CCA expert's say on rest, as dev_rest_evidence.py (default: the package's)")
     a = p.parse_args(argv)
+    if a.rest_evidence is not None:
+        if not 0 <= a.rest_evidence <= 1:
+            p.error(f"--rest-evidence must be between 0 and 1, got {a.rest_evidence:g}")
+        from dev_rest_evidence import with_rest_evidence
+
+        from eegtransfer import ssvep
+
+        ssvep.CCAExpert.log_proba = with_rest_evidence(a.rest_evidence)  # this process only
     logging.getLogger("eegtransfer").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")  # MNE's filter-length notes on 4 s trials
     command = "OMP_NUM_THREADS=1 python benchmarks/new_setup.py " + " ".join(
