@@ -3,12 +3,17 @@
 ``dev_first_run.py`` and ``fusion_weights.py`` run the targets of ``--subjects`` (a range such as
 ``1-6``) into ``--out``, reusing the populations of ``--pop-cache``, or merge the CSVs of
 finished parts (``--merge``); :func:`population` pretrains (or reloads) a target's population.
+The nested scripts (``dev_nested.py`` and those built on its pairs) take ``--pairs``
+(:func:`add_pair_arguments`, :func:`pair_indices`) and run them with :func:`run_pairs`;
+:func:`rest_evidence` sets every CCA expert's say on ``rest`` for a block (``--rest-evidence``).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,3 +115,73 @@ def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: int | 
     print(target, "aligned" if aligned else "plain", round(time.perf_counter() - t0), b.metrics.get("val_acc"),
           "expert weight", b.cca.fitted_weight_, "network weight", b.cca.fitted_net_weight_, flush=True)
     return b
+
+
+def add_pair_arguments(p: argparse.ArgumentParser, *, pop_cache_help: str) -> None:
+    """``--pairs``, ``--out``, ``--pop-cache`` and ``--merge`` of the nested scripts (pairs of subjects)."""
+    p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects), such as 0-27")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pop-cache", type=Path, default=None, help=pop_cache_help)
+    p.add_argument("--merge", type=Path, nargs="+", help="folders of parts to merge into --out (nothing is run)")
+
+
+def pair_indices(p: argparse.ArgumentParser, spec: str, n_pairs: int) -> range:
+    """The indices ``--pairs`` names (``"3"`` or ``"0-27"``); a one-line error outside 0 to ``n_pairs - 1``."""
+    lo, _, hi = spec.partition("-")
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        p.error(f"--pairs {spec}: give a pair index or a range such as 0-27")
+    if not 0 <= first <= last < n_pairs:
+        p.error(f"--pairs {spec}: pairs are numbered 0 to {n_pairs - 1}")
+    return range(first, last + 1)
+
+
+def run_pairs(indices: range, pairs: list[tuple[int, int]], rows_of: Callable[[int, tuple[int, int]], list[dict]],
+              out: Path, csv_name: str) -> pd.DataFrame:
+    """``rows_of(i, pairs[i])`` for every index, timed; ``out / csv_name`` rewritten after each pair,
+    so that a stopped run keeps the pairs it finished."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for i in indices:
+        t0 = time.perf_counter()
+        rows += rows_of(i, pairs[i])
+        print(i, pairs[i], round(time.perf_counter() - t0), "s", flush=True)
+        pd.DataFrame(rows).to_csv(out / csv_name, index=False)
+    return pd.DataFrame(rows)
+
+
+def share(value: str) -> float:
+    """An argparse type: a share between 0 and 1 (``--rest-evidence``)."""
+    x = float(value)
+    if not 0 <= x <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return x
+
+
+@contextmanager
+def rest_evidence(value: float | None) -> Iterator[None]:
+    """Inside the block every CCA expert keeps ``value`` of its say on ``rest`` (``None``: its own).
+
+    ``CCAExpert.log_proba`` runs with the expert's ``rest_evidence`` set to ``value``; it is
+    restored afterwards, whatever happens.
+    """
+    from eegtransfer import ssvep
+
+    if value is None:
+        yield
+        return
+    own = ssvep.CCAExpert.log_proba
+
+    def log_proba(self: ssvep.CCAExpert, X: np.ndarray) -> np.ndarray:
+        kept, self.rest_evidence = self.rest_evidence, value
+        try:
+            return own(self, X)
+        finally:
+            self.rest_evidence = kept
+
+    ssvep.CCAExpert.log_proba = log_proba
+    try:
+        yield
+    finally:
+        ssvep.CCAExpert.log_proba = own

@@ -45,14 +45,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from _devset import add_recipe_arguments, dev_data, merge_parts, parsed_recipe, population
+from _devset import (
+    add_pair_arguments,
+    add_recipe_arguments,
+    dev_data,
+    merge_parts,
+    pair_indices,
+    parsed_recipe,
+    population,
+    rest_evidence,
+    run_pairs,
+    share,
+)
 from dev_nested import HARM, cross_fitted, fitters, selection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,12 +80,10 @@ def out_of_fold(fits: dict[str, Any], X: np.ndarray, y: np.ndarray) -> dict[str,
     folds = chronological_folds(y, 2)
     oof = {}
     for name, fit in fits.items():
-        oof[name] = np.zeros((len(y), 0))
-        for k in range(2):
-            held = folds == k
-            p = fit(~held).predict_proba(X[held])
-            oof[name] = oof[name] if oof[name].shape[1] else np.zeros((len(y), p.shape[1]))
-            oof[name][held] = p
+        parts = [fit(folds != k).predict_proba(X[folds == k]) for k in range(2)]
+        oof[name] = np.empty((len(y), parts[0].shape[1]))
+        for k, part in enumerate(parts):
+            oof[name][folds == k] = part
     return oof
 
 
@@ -165,55 +173,34 @@ def evaluate(bundle: Any, X: np.ndarray, y: np.ndarray, mt: pd.DataFrame, trial_
 def main(argv: list[str] | None = None) -> int:
     """Run ``--pairs`` into ``--out``, or ``--merge`` parts into ``--out``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--pop-cache", type=Path, default=None, help="a dev_nested.py population folder of this recipe")
-    p.add_argument("--merge", type=Path, nargs="+")
-    p.add_argument("--rest-evidence", type=float, default=None,
-                   help="every expert's say on rest (as dev_rest_evidence.py); default: the package's")
+    add_pair_arguments(p, pop_cache_help="a dev_nested.py population folder of this recipe")
+    p.add_argument("--rest-evidence", type=share, default=None,
+                   help="every expert's say on rest, 0 to 1 (as dev_rest_evidence.py); default: the package's")
     add_recipe_arguments(p)
     a = p.parse_args(argv)
     recipe = parsed_recipe(p, a)
-    if a.rest_evidence is not None and not 0 <= a.rest_evidence <= 1:
-        p.error(f"--rest-evidence must be between 0 and 1, got {a.rest_evidence:g}")
     if a.merge:
         write_tables(merge_parts(a.merge, "combine.csv", a.out), a.out)
         return 0
-    if a.rest_evidence is None:
-        return run(a, recipe, "the package's", p.error)
-    from dev_rest_evidence import _log_proba, with_rest_evidence
-
-    from eegtransfer import ssvep
-
-    ssvep.CCAExpert.log_proba = with_rest_evidence(a.rest_evidence)
-    try:
-        return run(a, recipe, f"say on rest {a.rest_evidence:g}", p.error)
-    finally:
-        ssvep.CCAExpert.log_proba = _log_proba
-
-
-def run(a: argparse.Namespace, recipe: dict[str, int], expert: str, error: Any) -> int:
-    """The pairs of ``a.pairs`` into ``a.out``; ``expert`` says which CCA expert every row used."""
     d, meta, X, y = dev_data()
     sub = meta["subject"].astype(int).to_numpy()
     pairs = list(itertools.combinations(sorted(set(sub.tolist())), 2))
-    lo, _, hi = a.pairs.partition("-")
-    if not 0 <= int(lo) <= int(hi or lo) < len(pairs):
-        error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
-    a.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(int(lo), int(hi or lo) + 1):
-        t0 = time.perf_counter()
-        s1, s2 = pairs[i]
-        bundle = population(d, ~np.isin(sub, pairs[i]), False, f"{s1}-{s2}", a.pop_cache, recipe=recipe)
-        for subject, partner in ((s1, s2), (s2, s1)):
+    indices = pair_indices(p, a.pairs, len(pairs))
+    expert = "the package's" if a.rest_evidence is None else f"say on rest {a.rest_evidence:g}"
+
+    def rows_of(i: int, pair: tuple[int, int]) -> list[dict]:
+        bundle = population(d, ~np.isin(sub, pair), False, f"{pair[0]}-{pair[1]}", a.pop_cache, recipe=recipe)
+        rows = []
+        for subject, partner in (pair, pair[::-1]):
             t = sub == subject
-            for r in evaluate(bundle, X[t], y[t], meta[t].reset_index(drop=True), d["net"].tmax, i == int(lo)):
+            for r in evaluate(bundle, X[t], y[t], meta[t].reset_index(drop=True), d["net"].tmax, i == indices[0]):
                 rows.append({"pair": i, "subject": subject, "partner": partner, **r,
                              "pretraining": f"{a.epochs} epochs, patience {a.patience}", "expert": expert})
-        print(i, pairs[i], round(time.perf_counter() - t0), "s", flush=True)
-        pd.DataFrame(rows).to_csv(a.out / "combine.csv", index=False)
-    write_tables(pd.DataFrame(rows), a.out)
+        return rows
+
+    with rest_evidence(a.rest_evidence):
+        df = run_pairs(indices, pairs, rows_of, a.out, "combine.csv")
+    write_tables(df, a.out)
     return 0
 
 

@@ -44,14 +44,22 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from _devset import add_recipe_arguments, dev_data, merge_parts, parsed_recipe, population
+from _devset import (
+    add_pair_arguments,
+    add_recipe_arguments,
+    dev_data,
+    merge_parts,
+    pair_indices,
+    parsed_recipe,
+    population,
+    run_pairs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -147,10 +155,7 @@ def main(argv: list[str] | None = None, *, variant: str = "") -> int:
     ``variant`` names what a wrapping script changed (``dev_augment.py``); it goes into every row.
     """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--pop-cache", type=Path, default=None, help="one folder per recipe: names do not say it")
-    p.add_argument("--merge", type=Path, nargs="+")
+    add_pair_arguments(p, pop_cache_help="one folder per recipe: names do not say it")
     p.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
                    help="finished runs (folders with nested.csv) against the first: writes recipes.md")
     p.add_argument("--seeds", type=int, default=1, help="populations per pair for the seed ensemble rows")
@@ -166,28 +171,23 @@ def main(argv: list[str] | None = None, *, variant: str = "") -> int:
         compare_runs(a.compare, a.out)
         return 0
     d, meta, X, y = dev_data()
-    subjects = sorted(meta["subject"].astype(int).unique())
-    pairs = list(itertools.combinations(subjects, 2))
-    lo, _, hi = a.pairs.partition("-")
-    if not 0 <= int(lo) <= int(hi or lo) < len(pairs):
-        p.error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
-    a.out.mkdir(parents=True, exist_ok=True)
+    sub = meta["subject"].astype(int).to_numpy()
+    pairs = list(itertools.combinations(sorted(set(sub.tolist())), 2))
+    indices = pair_indices(p, a.pairs, len(pairs))
     pretraining = f"{a.epochs} epochs, patience {a.patience}" + (f", {variant}" if variant else "")
-    rows = []
-    for i in range(int(lo), int(hi or lo) + 1):
-        s1, s2 = pairs[i]
-        t0 = time.perf_counter()
-        sub = meta["subject"].astype(int).to_numpy()
-        pop = ~np.isin(sub, pairs[i])
-        bundles = [population(d, pop, False, f"{s1}-{s2}", a.pop_cache, seed=k, recipe=recipe)
-                   for k in range(a.seeds)]
-        for subject, partner in ((s1, s2), (s2, s1)):
+
+    def rows_of(i: int, pair: tuple[int, int]) -> list[dict]:
+        bundles = [population(d, ~np.isin(sub, pair), False, f"{pair[0]}-{pair[1]}", a.pop_cache, seed=k,
+                              recipe=recipe) for k in range(a.seeds)]
+        rows = []
+        for subject, partner in (pair, pair[::-1]):
             t = sub == subject
-            for r in evaluate(bundles, X[t], y[t], meta[t].reset_index(drop=True), d["net"].tmax, check=i == int(lo)):
+            for r in evaluate(bundles, X[t], y[t], meta[t].reset_index(drop=True), d["net"].tmax,
+                              check=i == indices[0]):
                 rows.append({"pair": i, "subject": subject, "partner": partner, **r, "pretraining": pretraining})
-        print(i, pairs[i], round(time.perf_counter() - t0), "s", flush=True)
-        pd.DataFrame(rows).to_csv(a.out / "nested.csv", index=False)
-    write_tables(pd.DataFrame(rows), a.out)
+        return rows
+
+    write_tables(run_pairs(indices, pairs, rows_of, a.out, "nested.csv"), a.out)
     return 0
 
 

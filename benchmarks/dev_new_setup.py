@@ -29,15 +29,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from _devset import merge_parts
-from dev_rest_evidence import with_rest_evidence
+from _devset import add_pair_arguments, merge_parts, pair_indices, parsed_recipe, rest_evidence, run_pairs
 from new_setup import NEW_CLASS, calibration_and_test, load, target_trials
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,58 +66,49 @@ def population(d: dict[str, Any], pair: tuple[int, int], cache: Path | None, rec
 
 def evaluate(bundle: Any, t: dict[str, Any]) -> list[dict[str, Any]]:
     """``STRATEGIES`` with each of ``SHARES`` on one validation subject: a row each."""
-    from eegtransfer import ssvep
     from eegtransfer.adaptation import adapt
 
     y = t["meta"]["label"].astype(str).to_numpy()
     cal, test = calibration_and_test(t["meta"])
-    rows, own = [], ssvep.CCAExpert.log_proba
-    for share in SHARES:
-        ssvep.CCAExpert.log_proba = with_rest_evidence(share)
-        try:
+    rows = []
+    for value in SHARES:
+        with rest_evidence(value):
             for s in STRATEGIES:
                 out = adapt(bundle, t["net"][cal], y[cal], strategy=s, device="cpu", seed=0, epochs=100, patience=20)
-                rows.append({"strategy": s, "rest_evidence": share, "chosen": out.adaptation.chosen or "",
+                rows.append({"strategy": s, "rest_evidence": value, "chosen": out.adaptation.chosen or "",
                              "accuracy": float((out.predict(t["net"][test]) == y[test]).mean()),
                              "n_calibration": int(cal.sum()), "n_test": int(test.sum())})
-        finally:
-            ssvep.CCAExpert.log_proba = own
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``--pairs`` into ``--out``, or ``--merge`` parts."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--pop-cache", type=Path, default=None, help="populations of this script and recipe")
-    p.add_argument("--merge", type=Path, nargs="+")
+    add_pair_arguments(p, pop_cache_help="populations of this script and recipe")
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--patience", type=int, default=10)
     a = p.parse_args(argv)
+    recipe = parsed_recipe(p, a)
     if a.merge:
         write_table(merge_parts(a.merge, "dev_new_setup.csv", a.out), a.out)
         return 0
     subjects = list(range(1, 12))
     pairs = list(itertools.combinations(subjects, 2))
-    lo, _, hi = a.pairs.partition("-")
-    if not 0 <= int(lo) <= int(hi or lo) < len(pairs):
-        p.error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
+    indices = pair_indices(p, a.pairs, len(pairs))
     d = load(subjects)
-    a.out.mkdir(parents=True, exist_ok=True)
-    targets: dict[int, dict[str, Any]] = {}
-    rows = []
-    for i in range(int(lo), int(hi or lo) + 1):
-        t0 = time.perf_counter()
-        bundle = population(d, pairs[i], a.pop_cache, {"epochs": a.epochs, "patience": a.patience})
-        for subject, partner in (pairs[i], pairs[i][::-1]):
+    targets: dict[int, dict[str, Any]] = {}  # each subject's interpolated trials, cut once
+
+    def rows_of(i: int, pair: tuple[int, int]) -> list[dict]:
+        bundle = population(d, pair, a.pop_cache, recipe)
+        rows = []
+        for subject, partner in (pair, pair[::-1]):
             targets.setdefault(subject, target_trials(d, subject))
             for r in evaluate(bundle, targets[subject]):
                 rows.append({"pair": i, "subject": subject, "partner": partner, **r,
                              "pretraining": f"{a.epochs} epochs, patience {a.patience}"})
-        print(i, pairs[i], round(time.perf_counter() - t0), "s", flush=True)
-        pd.DataFrame(rows).to_csv(a.out / "dev_new_setup.csv", index=False)
-    write_table(pd.DataFrame(rows), a.out)
+        return rows
+
+    write_table(run_pairs(indices, pairs, rows_of, a.out, "dev_new_setup.csv"), a.out)
     return 0
 
 

@@ -19,7 +19,8 @@ every window. Outcome (``results/dev_rest_evidence/recipes.md``): 0 cut the harm
 adopted. 0.5 cut them to 5 / 5 / 0, moved ``auto`` by +1.2 / +1.0 / +0.4 and was preferred by 10:
 adopted as :data:`eegtransfer.ssvep.REST_EVIDENCE`, which the package now uses without this
 script (it reproduced the 0.5 run's first two pairs). The runs patched the expert with a copy
-of the formula that is now ``CCAExpert.log_proba``'s; this script sets ``rest_evidence`` instead. ::
+of the formula that is now ``CCAExpert.log_proba``'s; this script sets ``rest_evidence`` instead
+(``_devset.rest_evidence``). ::
 
     R=benchmarks/results/dev_rest_evidence
     python benchmarks/dev_rest_evidence.py --pairs 0-27 --out benchmarks/out/rest_a --pop-cache DIR --rest-evidence 0 &
@@ -40,43 +41,21 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import dev_nested  # noqa: E402
-
-from eegtransfer import ssvep  # noqa: E402
-
-_log_proba = ssvep.CCAExpert.log_proba
-
-
-def with_rest_evidence(share: float):
-    """``CCAExpert.log_proba`` with every expert's ``rest_evidence`` set to ``share``."""
-    def log_proba(self: ssvep.CCAExpert, X: np.ndarray) -> np.ndarray:
-        kept, self.rest_evidence = self.rest_evidence, share
-        try:
-            return _log_proba(self, X)
-        finally:
-            self.rest_evidence = kept
-
-    return log_proba
+from _devset import rest_evidence, share  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     """``--rest-evidence SHARE``, then ``dev_nested.py``'s arguments."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other options: dev_nested.py's.")
-    p.add_argument("--rest-evidence", type=float, required=True, help="0: none; 0.5: half; 1: all")
+    p.add_argument("--rest-evidence", type=share, required=True, help="0: none; 0.5: half; 1: all")
     a, rest = p.parse_known_args(argv)
-    if not 0 <= a.rest_evidence <= 1:
-        p.error(f"--rest-evidence must be between 0 and 1, got {a.rest_evidence:g}")
-    share = a.rest_evidence
-    variant = "expert without rest evidence" if share == 0 else f"expert with {share:g} of its rest evidence"
-    ssvep.CCAExpert.log_proba = with_rest_evidence(share)
-    try:
+    value = a.rest_evidence
+    variant = "expert without rest evidence" if value == 0 else f"expert with {value:g} of its rest evidence"
+    with rest_evidence(value):
         return dev_nested.main(rest, variant=variant)
-    finally:
-        ssvep.CCAExpert.log_proba = _log_proba
 
 
 if __name__ == "__main__":

@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from _devset import dev_data, merge_parts, population
+from _devset import add_pair_arguments, dev_data, merge_parts, pair_indices, population, run_pairs
 from dev_nested import HARM, choose, cross_fitted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,10 +137,7 @@ def write_table(df: pd.DataFrame, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``--pairs`` into ``--out``, or ``--merge`` finished parts."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", default="0-54", help="range of pair indices (55 pairs of 11 subjects)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--pop-cache", type=Path, default=None, help="populations of a dev_nested.py run, same recipe")
-    p.add_argument("--merge", type=Path, nargs="+")
+    add_pair_arguments(p, pop_cache_help="populations of a dev_nested.py run, same recipe")
     a = p.parse_args(argv)
     if a.merge:
         write_table(merge_parts(a.merge, "transfer_ts.csv", a.out), a.out)
@@ -149,19 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     from eegtransfer.covariance import TangentSpaceExpert
 
     d, meta, X, y = dev_data()
-    pairs = list(itertools.combinations(sorted(meta["subject"].astype(int).unique()), 2))
-    lo, _, hi = a.pairs.partition("-")
-    if not 0 <= int(lo) <= int(hi or lo) < len(pairs):
-        p.error(f"--pairs {a.pairs}: pairs are numbered 0 to {len(pairs) - 1}")
+    pairs = list(itertools.combinations(sorted(meta["subject"].astype(int).unique().tolist()), 2))
+    indices = pair_indices(p, a.pairs, len(pairs))
     C = TangentSpaceExpert(sorted(set(y)), d["net"].sfreq).covariances(X)
-    a.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(int(lo), int(hi or lo) + 1):
-        t0 = time.perf_counter()
-        rows += run_pair(d, C, pairs[i], i, a.pop_cache)
-        print(i, pairs[i], round(time.perf_counter() - t0), "s", flush=True)
-        pd.DataFrame(rows).to_csv(a.out / "transfer_ts.csv", index=False)
-    write_table(pd.DataFrame(rows), a.out)
+    df = run_pairs(indices, pairs, lambda i, pair: run_pair(d, C, pair, i, a.pop_cache), a.out, "transfer_ts.csv")
+    write_table(df, a.out)
     return 0
 
 

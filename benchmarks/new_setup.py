@@ -225,22 +225,16 @@ def markdown(df: pd.DataFrame, infos: list[dict[str, Any]], d: dict[str, Any], c
 
 
 def main(argv: list[str] | None = None) -> int:
+    from _devset import rest_evidence, share  # beside this script; the tests load run_target alone
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--subjects", type=int, nargs="+", default=list(range(1, 12)))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "new_setup")
     p.add_argument("--epochs", type=int, default=None, help="maximum pretraining epochs (default: PRETRAIN's)")
     p.add_argument("--patience", type=int, default=None, help="pretraining patience (default: PRETRAIN's)")
-    p.add_argument("--rest-evidence", type=float, default=None,
-                   help="every CCA expert's say on rest, as dev_rest_evidence.py (default: the package's)")
+    p.add_argument("--rest-evidence", type=share, default=None,
+                   help="every CCA expert's say on rest, 0 to 1, as dev_rest_evidence.py (default: the package's)")
     a = p.parse_args(argv)
-    if a.rest_evidence is not None:
-        if not 0 <= a.rest_evidence <= 1:
-            p.error(f"--rest-evidence must be between 0 and 1, got {a.rest_evidence:g}")
-        from dev_rest_evidence import with_rest_evidence
-
-        from eegtransfer import ssvep
-
-        ssvep.CCAExpert.log_proba = with_rest_evidence(a.rest_evidence)  # this process only
     logging.getLogger("eegtransfer").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")  # MNE's filter-length notes on 4 s trials
     command = "OMP_NUM_THREADS=1 python benchmarks/new_setup.py " + " ".join(
@@ -250,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, infos = [], []
     a.out.mkdir(parents=True, exist_ok=True)
     for target in a.subjects:
-        r, info = run_target(target, d, epochs=a.epochs, patience=a.patience)
+        with rest_evidence(a.rest_evidence):
+            r, info = run_target(target, d, epochs=a.epochs, patience=a.patience)
         rows += r
         infos.append(info)
         pd.DataFrame(rows).to_csv(a.out / "new_setup.csv", index=False)
