@@ -145,6 +145,9 @@ def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_
     assert {"EEGNet zero-shot", "EEGNet head", "EEGNet align+head", "TS+LR", "MDM", "RCT MDM",
             "EEGNet scratch", "EEGNet zero-shot, 2 seeds", "EEGNet auto, 2 seeds"} <= methods and "CCA" not in methods
     assert len(info["seed_val_acc"]) == 2
+    seed1 = df[df["family"] == "seed"]  # the second seed's population alone, beside the ensemble
+    assert set(seed1["method"]) == {"EEGNet zero-shot, seed 1", "EEGNet auto, seed 1"}
+    assert seed1["chosen"].notna().sum() == 2  # auto's choice, one per window
     with pytest.raises(EEGTransferError, match=r"seeds= must be a whole number >= 1, got 0"):
         loso.run_target(1, d, seeds=0)
     for _, cell in df.groupby("window"):  # one window and one test set per cell, for every method
@@ -155,7 +158,12 @@ def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_
            "dataset": d["name"]}
     md = loso.write_results(df, [run], tmp_path / "out", title="fake").read_text()
     assert "(1)" in md and "best baseline =" in md
+    main, seeds = md.split("## Each pretraining seed alone")
+    assert "seed 1" not in main  # one population per target in the main tables
+    assert [line.split(" | ")[0] for line in seeds.splitlines() if line.startswith("| ")][1:] == [
+        "| 0", "| 1", "| mean ± std over 2 seeds"]
     moabb = pd.read_csv(tmp_path / "out" / "loso_moabb.csv")
+    assert not moabb["pipeline"].str.contains("seed 1").any()
     assert {"score", "time", "samples", "subject", "session", "dataset", "pipeline"} <= set(moabb.columns)
 
 

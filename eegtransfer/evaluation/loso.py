@@ -7,7 +7,8 @@ every other subject, known duplicated recordings removed on load. Ours: one netw
 per target (and once with Euclidean alignment), then each adaptation strategy (those with the
 CCA expert for SSVEP classes only; ``auto`` on both populations, the plain one being what the
 command line makes; with ``seeds`` > 1 also an ensemble of plain populations pretrained with
-that many seeds, zero-shot and ``auto``). Baselines (:mod:`eegtransfer.evaluation.baselines`):
+that many seeds, zero-shot and ``auto``, and each seed's population alone, family ``"seed"``, kept
+out of the main tables). Baselines (:mod:`eegtransfer.evaluation.baselines`):
 covariance TS+LR and MDM within subject (filter-bank covariances for SSVEP classes, broadband otherwise), RCT and RPA
 with the population, CCA and filter-bank CCA detectors for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
 window and method: :func:`run_loso` returns them and :func:`write_results` makes every table.
@@ -168,10 +169,65 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
                         {"method": f"{model} auto, {seeds} seeds", "family": "ours", "pred": auto.predict(Xt[test]),
                          "seconds": time.perf_counter() - t0,
                          "chosen": "/".join(m.adaptation.chosen for m in auto.members)}]
+            methods += seed_rows(model, seed, members, auto.members, Xt[test])
         for m in methods:
             pred = np.asarray(m.pop("pred")).astype(str)
             rows.append({**cell, **m, "accuracy": float((pred == y[test]).mean())})
     return rows, info
+
+
+def seed_rows(model: str, seed: int, members: list[Any], adapted: list[Any], X_test: np.ndarray
+              ) -> list[dict[str, Any]]:
+    """Zero-shot and ``auto`` of each ensemble member but the first (whose rows are the main ones).
+
+    Family ``"seed"``: kept out of the main tables, summarised by :func:`seed_lines`, so that a
+    reader sees how much of a single-seed result is the seed.
+    """
+    rows = []
+    for k in range(1, len(members)):
+        rows += [{"method": f"{model} zero-shot, seed {seed + k}", "family": "seed",
+                  "pred": members[k].predict(X_test), "seconds": 0.0},
+                 {"method": f"{model} auto, seed {seed + k}", "family": "seed", "pred": adapted[k].predict(X_test),
+                  "seconds": 0.0, "chosen": adapted[k].adaptation.chosen}]
+    return rows
+
+
+def seed_lines(df: pd.DataFrame, model: str, seed: int, harm_points: float = 5.0) -> list[str]:
+    """One line per pretraining seed: zero-shot and ``auto`` with that seed's population alone.
+
+    ``auto`` is compared with the zero-shot network of its own seed: mean difference, paired
+    Wilcoxon p and the subjects more than ``harm_points`` below it (the harm criterion per seed).
+    """
+    from .stats import paired_comparison
+
+    seeds = sorted({int(m.rsplit(" ", 1)[1]) for m in df.loc[df["family"] == "seed", "method"]})
+    if not seeds:
+        return []
+    windows = list(dict.fromkeys(df["window"].astype(str)))
+    lines = ["", "## Each pretraining seed alone", "",
+             f"Zero-shot and `auto` with the population of one seed (seed {seed}: the rows above; the others: "
+             "the ensemble's members, each adapted alone). Accuracy %, mean over subjects; `auto` against the "
+             f"zero-shot network of the same seed: difference in points, paired Wilcoxon p, and the subjects more "
+             f"than {harm_points:g} points below it.", "",
+             "| seed | n | zero-shot | " + " | ".join(f"auto, {w}" for w in windows) + " |",
+             "|---|---|---|" + "---|" * len(windows)]
+    means: dict[str, list[float]] = {}
+    for s in [seed, *seeds]:
+        name = {"zero-shot": f"{model} zero-shot", "auto": f"{model} auto"}
+        if s != seed:
+            name = {k: f"{v}, seed {s}" for k, v in name.items()}
+        cells = []
+        for w in windows:
+            wide = df[df["window"].astype(str) == w].pivot_table(index="subject", columns="method", values="accuracy")
+            z, a = 100 * wide[name["zero-shot"]], 100 * wide[name["auto"]]
+            t = paired_comparison(a / 100, z / 100)
+            harmed = ", ".join(f"{i}: {v:+.1f}" for i, v in (a - z).items() if v < -harm_points - 1e-9) or "none"
+            cells.append(f"{a.mean():.1f} ({100 * t['mean_diff']:+.1f}, p = {t['p']:.3f}; harmed: {harmed})")
+            means.setdefault(w, []).append(a.mean())
+        lines.append(f"| {s} | {len(z)} | {z.mean():.1f} | " + " | ".join(cells) + " |")
+    lines.append(f"| mean ± std over {len(seeds) + 1} seeds | | | "
+                 + " | ".join(f"{np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" for v in means.values()) + " |")
+    return lines
 
 
 def moabb_results(df: pd.DataFrame) -> pd.DataFrame:
@@ -194,6 +250,7 @@ def write_results(df: pd.DataFrame, runs: list[dict[str, Any]], out: Path, *, ti
 
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "loso.csv", index=False)
+    every, df = df, df[df["family"] != "seed"]  # the main tables: one population per target
     moabb_results(df).to_csv(out / "loso_moabb.csv", index=False)
     pre = sorted((p for r in runs for p in r["pretraining"]), key=lambda p: int(p["target"]))
     model = str(df.loc[df["family"] == "reference", "method"].iloc[0])
@@ -213,6 +270,7 @@ def write_results(df: pd.DataFrame, runs: list[dict[str, Any]], out: Path, *, ti
              + "; ".join(f"{w}: {g['minutes_used'].mean():.2f} min, {g['n_calibration'].mean():.1f} trials, "
                          f"grown for {int(g.drop_duplicates('subject')['grown'].sum())} of "
                          f"{g['subject'].nunique()} subjects" for w, g in df.groupby("window", sort=False)) + ".",
-             "", benchmark_markdown(df, reference=model, primary=f"{model.split()[0]} auto"), ""]
+             "", benchmark_markdown(df, reference=model, primary=f"{model.split()[0]} auto"),
+             *seed_lines(every, model.split()[0], int(runs[0]["args"]["seed"])), ""]
     (out / "loso.md").write_text("\n".join(lines))
     return out / "loso.md"
