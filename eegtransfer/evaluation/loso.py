@@ -198,7 +198,7 @@ def seed_lines(df: pd.DataFrame, model: str, seed: int, harm_points: float = 5.0
     ``auto`` is compared with the zero-shot network of its own seed: mean difference, paired
     Wilcoxon p and the subjects more than ``harm_points`` below it (the harm criterion per seed).
     """
-    from .stats import paired_comparison
+    from .stats import format_p, paired_comparison
 
     seeds = sorted({int(m.rsplit(" ", 1)[1]) for m in df.loc[df["family"] == "seed", "method"]})
     if not seeds:
@@ -211,19 +211,18 @@ def seed_lines(df: pd.DataFrame, model: str, seed: int, harm_points: float = 5.0
              f"than {harm_points:g} points below it.", "",
              "| seed | n | zero-shot | " + " | ".join(f"auto, {w}" for w in windows) + " |",
              "|---|---|---|" + "---|" * len(windows)]
-    means: dict[str, list[float]] = {}
+    wide = {w: 100 * df[df["window"].astype(str) == w].pivot_table(index="subject", columns="method",
+                                                                    values="accuracy") for w in windows}
+    means: dict[str, list[float]] = {w: [] for w in windows}
     for s in [seed, *seeds]:
-        name = {"zero-shot": f"{model} zero-shot", "auto": f"{model} auto"}
-        if s != seed:
-            name = {k: f"{v}, seed {s}" for k, v in name.items()}
+        suffix = "" if s == seed else f", seed {s}"
         cells = []
         for w in windows:
-            wide = df[df["window"].astype(str) == w].pivot_table(index="subject", columns="method", values="accuracy")
-            z, a = 100 * wide[name["zero-shot"]], 100 * wide[name["auto"]]
-            t = paired_comparison(a / 100, z / 100)
+            z, a = wide[w][f"{model} zero-shot{suffix}"], wide[w][f"{model} auto{suffix}"]
+            t = paired_comparison(a, z)
             harmed = ", ".join(f"{i}: {v:+.1f}" for i, v in (a - z).items() if v < -harm_points - 1e-9) or "none"
-            cells.append(f"{a.mean():.1f} ({100 * t['mean_diff']:+.1f}, p = {t['p']:.3f}; harmed: {harmed})")
-            means.setdefault(w, []).append(a.mean())
+            cells.append(f"{a.mean():.1f} ({t['mean_diff']:+.1f}, p = {format_p(t['p'])}; harmed: {harmed})")
+            means[w].append(a.mean())
         lines.append(f"| {s} | {len(z)} | {z.mean():.1f} | " + " | ".join(cells) + " |")
     lines.append(f"| mean ± std over {len(seeds) + 1} seeds | | | "
                  + " | ".join(f"{np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" for v in means.values()) + " |")
