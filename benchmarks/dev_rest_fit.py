@@ -26,14 +26,16 @@ targets preferred it: not adopted, ``REST_EVIDENCE`` stays 0.5. ::
     R=benchmarks/results/dev_rest_fit
     python benchmarks/dev_rest_fit.py --pairs 0-27 --out benchmarks/out/fit_a --pop-cache DIR &
     python benchmarks/dev_rest_fit.py --pairs 28-54 --out benchmarks/out/fit_b --pop-cache DIR &
-    wait; python benchmarks/dev_nested.py --merge benchmarks/out/fit_a benchmarks/out/fit_b --out $R/fitted
+    wait; python benchmarks/dev_rest_fit.py --merge benchmarks/out/fit_a benchmarks/out/fit_b --out $R/fitted
     python benchmarks/dev_nested.py --compare benchmarks/results/dev_rest_evidence/half $R/fitted --out $R
 
-Each population's ``r*`` is printed and kept in ``--out``/``rest_say.csv``. Options: ``dev_nested.py``'s.
+Each population's ``r*`` is printed and kept in ``--out``/``rest_say.csv`` (``--merge`` merges
+those too). Options: ``dev_nested.py``'s.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     """``dev_nested.py`` with each population's expert given its fitted say (step 4)."""
     from eegtransfer.training.pretraining import _log_proba
 
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--merge", type=Path, nargs="+")
+    a, _ = p.parse_known_args(argv)
+    if a.merge and a.out:
+        _devset.merge_parts(a.merge, "rest_say.csv", a.out)
+        return dev_nested.main(argv)
     own = _devset.population
     says: list[dict] = []
-    out = Path(argv[argv.index("--out") + 1]) if argv and "--out" in argv else None
 
     def population(d: dict[str, Any], pop: np.ndarray, aligned: bool, target: Any, cache: Any, seed: int = 0,
                    recipe: Any = None) -> Any:
@@ -99,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         Xv = d["Xn"][pop][val]
         b.cca.fit_weight(_log_proba(b.model, Xv, "cpu"), Xv, y[val])
         print(target, "fitted rest say", r, {k: round(v, 3) for k, v in losses.items()}, flush=True)
-        says.append({"population": target, "rest_say": r, **{f"log_loss_{k:g}": v for k, v in losses.items()},
+        says.append({"population": target, "seed": seed, "rest_say": r, **{f"log_loss_{k:g}": v for k, v in losses.items()},
                      "expert_weight": b.cca.fitted_weight_, "network_weight": b.cca.fitted_net_weight_})
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(says).to_csv(out / "rest_say.csv", index=False)
+        if a.out is not None:
+            a.out.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(says).to_csv(a.out / "rest_say.csv", index=False)
         return b
 
     dev_nested.population = population

@@ -121,7 +121,7 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
 
     ``seeds`` > 1 also pretrains the plain population with seeds ``seed + 1 ...`` and adds the
     :class:`~eegtransfer.ensemble.BundleEnsemble` rows (zero-shot and ``auto``, every member
-    adapted alike).
+    adapted alike) and each of those seeds' own rows (:func:`seed_rows`).
     """
     from ..ensemble import BundleEnsemble
     from ..errors import EEGTransferError
@@ -181,7 +181,8 @@ def seed_rows(model: str, seed: int, members: list[Any], adapted: list[Any], X_t
     """Zero-shot and ``auto`` of each ensemble member but the first (whose rows are the main ones).
 
     Family ``"seed"``: kept out of the main tables, summarised by :func:`seed_lines`, so that a
-    reader sees how much of a single-seed result is the seed.
+    reader sees how much of a single-seed result is the seed. Their ``seconds`` are 0: the members
+    are adapted together, timed in the ensemble's row.
     """
     rows = []
     for k in range(1, len(members)):
@@ -221,9 +222,11 @@ def seed_lines(df: pd.DataFrame, model: str, seed: int, harm_points: float = 5.0
             z, a = wide[w][f"{model} zero-shot{suffix}"], wide[w][f"{model} auto{suffix}"]
             t = paired_comparison(a, z)
             harmed = ", ".join(f"{i}: {v:+.1f}" for i, v in (a - z).items() if v < -harm_points - 1e-9) or "none"
-            cells.append(f"{a.mean():.1f} ({t['mean_diff']:+.1f}, p = {format_p(t['p'])}; harmed: {harmed})")
+            p = format_p(t["p"])
+            cells.append(f"{a.mean():.1f} ({t['mean_diff']:+.1f}, p {p if p[0] == '<' else '= ' + p}; "
+                         f"harmed: {harmed})")
             means[w].append(a.mean())
-        lines.append(f"| {s} | {len(z)} | {z.mean():.1f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {s} | {t['n']} | {z.mean():.1f} | " + " | ".join(cells) + " |")
     lines.append(f"| mean ± std over {len(seeds) + 1} seeds | | | "
                  + " | ".join(f"{np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" for v in means.values()) + " |")
     return lines
