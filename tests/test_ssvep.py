@@ -150,9 +150,17 @@ def test_population_expert_then_cca_step_on_kalunga(kalunga_small, tmp_path, cap
     # the aligned network without the expert is scored beside the candidates, as a reference only
     assert set(only.adaptation.guard.compared) == set(cand) | {"align"}
     assert "the network without the expert ('align', not a candidate)" in only.adaptation.note
+    # auto's warning is the chosen strategy's own guard: the same cross-fitted scores, the same verdict
+    # (benchmarks/auto_warning.py reads the warning from the single strategies' rows on that basis)
+    from eegtransfer.adaptation.auto import NOT_AHEAD
+
+    chosen = only.adaptation.chosen
+    single = adapt(pop, Xt[:32], yt[:32], strategy=chosen, device="cpu").adaptation.guard
+    for name in (chosen, "align"):
+        assert single.compared[name]["log_loss"] == pytest.approx(only.adaptation.guard.compared[name]["log_loss"])
+    assert (single.kept != chosen) == (NOT_AHEAD in only.adaptation.guard.reason)
     # where the network alone scores best, auto still keeps a fused candidate and says so loudly
     import eegtransfer.adaptation.auto as auto_module
-    from eegtransfer.adaptation.auto import NOT_AHEAD
 
     real = auto_module.cross_fit
 
