@@ -69,6 +69,15 @@ def merge_parts(folders: list[Path], csv_name: str, out: Path) -> pd.DataFrame:
     return df
 
 
+def write_markdown(path: Path, text: str) -> None:
+    """``text`` written to ``path`` atomically (its folder made) and printed."""
+    from eegtransfer.bundle import write_file_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(path, text)
+    print(text)
+
+
 def subject_list(df: pd.DataFrame) -> str:
     """The subjects of a table, in order, for the command line a result file quotes."""
     return ",".join(sorted(df["subject"].astype(str).unique(), key=int))

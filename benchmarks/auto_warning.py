@@ -22,6 +22,7 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+from _devset import write_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HARM = 5.0
@@ -71,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"# {__doc__.splitlines()[0]}\n\nCommand: `python benchmarks/auto_warning.py --out {a.out}`. "
             f"Harmed: more than {HARM:g} points below the zero-shot network.\n\n"
             + table.to_markdown() + "\n")
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(a.out)
-    print(text)
+    write_markdown(a.out, text)
     return 0
 
 

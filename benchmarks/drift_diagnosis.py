@@ -20,7 +20,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from _devset import dev_data  # noqa: E402
+from _devset import dev_data, write_markdown  # noqa: E402
 
 
 def table() -> pd.DataFrame:
@@ -53,11 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     text = ("# " + __doc__.splitlines()[0] + "\n\nCommand: `python benchmarks/drift_diagnosis.py --out "
             f"{a.out}`. Mean first canonical correlation per class (rest: the highest over the frequencies), "
             f"n = {len(df)} subjects, 32 trials a run.\n\n" + df.to_markdown(index=False) + "\n")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(a.out)
-    print(text)
+    write_markdown(a.out, text)
     return 0
 
 
