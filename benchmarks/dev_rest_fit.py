@@ -60,15 +60,14 @@ def log_loss(logp: np.ndarray, cols: np.ndarray) -> float:
 
 def fitted_say(b: Any, d: dict[str, Any], pop: np.ndarray) -> tuple[float, dict[float, float]]:
     """Steps 2-3: ``r*`` and the log-loss of every value of the grid."""
+    from eegtransfer.evaluation.protocol import split_target
     from eegtransfer.training.pretraining import _log_proba
 
     meta, X = d["meta"][pop].reset_index(drop=True), d["Xn"][pop]
     y = meta["label"].astype(str).to_numpy()
-    keys = list(zip(meta["subject"].astype(str), meta["session"].astype(str), meta["run"].astype(str)))
-    first_key = {}
-    for k in keys:
-        first_key.setdefault(k[0], k)
-    first = np.array([first_key[k[0]] == k for k in keys])
+    first = np.zeros(len(meta), bool)  # each subject's first run, as the protocol defines it
+    for idx in meta.groupby("subject").indices.values():
+        first[idx] = split_target(meta.iloc[idx])[0]
     later = ~first & meta["subject"].astype(str).isin(b.provenance["validation_subjects"]).to_numpy()
     e = b.cca
     e1 = e.unfitted(weight=0.0)

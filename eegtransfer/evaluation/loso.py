@@ -199,7 +199,7 @@ def seed_lines(df: pd.DataFrame, model: str, seed: int, harm_points: float = 5.0
     ``auto`` is compared with the zero-shot network of its own seed: mean difference, paired
     Wilcoxon p and the subjects more than ``harm_points`` below it (the harm criterion per seed).
     """
-    from .stats import format_p, paired_comparison
+    from .stats import format_p, harmed_list, paired_comparison
 
     seeds = sorted({int(m.rsplit(" ", 1)[1]) for m in df.loc[df["family"] == "seed", "method"]})
     if not seeds:
@@ -221,10 +221,9 @@ def seed_lines(df: pd.DataFrame, model: str, seed: int, harm_points: float = 5.0
         for w in windows:
             z, a = wide[w][f"{model} zero-shot{suffix}"], wide[w][f"{model} auto{suffix}"]
             t = paired_comparison(a, z)
-            harmed = ", ".join(f"{i}: {v:+.1f}" for i, v in (a - z).items() if v < -harm_points - 1e-9) or "none"
             p = format_p(t["p"])
             cells.append(f"{a.mean():.1f} ({t['mean_diff']:+.1f}, p {p if p[0] == '<' else '= ' + p}; "
-                         f"harmed: {harmed})")
+                         f"harmed: {harmed_list(a - z, harm_points)})")
             means[w].append(a.mean())
         lines.append(f"| {s} | {t['n']} | {z.mean():.1f} | " + " | ".join(cells) + " |")
     lines.append(f"| mean ± std over {len(seeds) + 1} seeds | | | "

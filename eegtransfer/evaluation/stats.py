@@ -146,6 +146,15 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
     return "\n".join(lines)
 
 
+def harmed_list(diff: pd.Series, harm_points: float) -> str:
+    """The subjects more than ``harm_points`` below the reference, as ``"2: -6.2, 8: -9.4"`` or ``"none"``.
+
+    ``diff`` is in points, indexed by subject; the margin absorbs rounding (a drop of exactly
+    ``harm_points`` is not harm).
+    """
+    return ", ".join(f"{s}: {v:+.1f}" for s, v in diff.items() if v < -harm_points - 1e-9) or "none"
+
+
 def _harm_lines(wide: dict[str, pd.DataFrame], fam: pd.Series, reference: str, windows: list[str],
                 harm_points: float, primary: str | None = None) -> str:
     """Who each method of ours harms, then per subject ``primary`` and the best of ours minus the reference.
@@ -160,8 +169,7 @@ def _harm_lines(wide: dict[str, pd.DataFrame], fam: pd.Series, reference: str, w
     rows = [f"Subjects more than {harm_points:g} points below {reference} (the difference in points):", "",
             "| method | " + " | ".join(_window_name(w) for w in windows) + " |", "|---|" + "---|" * len(windows)]
     for m in ours:
-        rows.append(f"| {m} | " + " | ".join(", ".join(f"{s}: {v:+.1f}" for s, v in diff[w][m].items()
-                                                      if v < -harm_points - 1e-9) or "none" for w in windows) + " |")
+        rows.append(f"| {m} | " + " | ".join(harmed_list(diff[w][m], harm_points) for w in windows) + " |")
     rows += ["", f"| window | method | per-subject difference to {reference} (points) |", "|---|---|---|"]
     for w in windows:
         named: dict[str, list[str]] = {primary: ["default"]} if primary in diff[w] else {}
