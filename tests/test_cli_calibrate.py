@@ -141,6 +141,20 @@ def test_calibrate_fif_recordings_then_predict(population, kalunga_path, tmp_pat
     assert "already exists" in one_line_error(run_cli("predict", "--model", out, "--recording", run2,
                                                       "--out", preds))
 
+    # transductive: the recording's classes balanced without labels (run 2 holds 8 trials of each)
+    balanced = tmp_path / "balanced.csv"
+    b = run_cli("predict", "--model", out, "--recording", run2, "--out", balanced, "--balance-classes", "--json",
+                "--quiet")
+    assert b.returncode == 0, b.stderr
+    assert json.loads(b.stdout)["balanced_classes"] and not json.loads(p.stdout)["balanced_classes"]
+    cols = [f"p_{c}" for c in CLASSES]
+    q = pd.read_csv(balanced, dtype={"label": str, "predicted": str})
+    np.testing.assert_allclose(q[cols].mean(), 0.25, atol=1e-5)
+    # the predicted classes move towards the design's 8 trials each (plain here: 11, 10, 6 and 5)
+    off = [(f["predicted"].value_counts().reindex(CLASSES, fill_value=0) - 8).abs().max() for f in (df, q)]
+    assert off[1] <= min(off[0], 2), off
+    assert (q["predicted"] == q[cols].idxmax(axis=1).str[2:]).all()
+
 
 @pytest.mark.real
 def test_calibrate_edf_and_bdf_with_annotations(population, s1_raw, tmp_path):

@@ -16,6 +16,7 @@
 
 from .alignment import alignment_matrix, apply_alignment
 from .auto import auto_candidates
+from .balance import balance_classes
 from .calibration import (
     check_class_counts,
     chronological_split,
@@ -45,7 +46,7 @@ from .steps import (
 
 __all__ = [
     "CCA", "HEAD_L2", "MARGIN", "STRATEGIES", "AdaBN", "AdaptationReport", "Align", "Full", "GuardDecision", "Head",
-    "LastK", "Step", "TS", "adabn", "adapt", "alignment_matrix", "apply_alignment", "auto_candidates",
+    "LastK", "Step", "TS", "adabn", "adapt", "alignment_matrix", "apply_alignment", "auto_candidates", "balance_classes",
     "check_class_counts", "chronological_folds", "chronological_split", "cross_fit", "fit_head",
     "fit_head_lbfgs", "parse_strategy", "required_classes", "run_steps", "select_calibration", "timeline",
     "timeline_length",

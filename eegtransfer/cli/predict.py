@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "predict together, their probabilities averaged")
     add_recording_options(p, several=False, manifest=False)
     p.add_argument("--out", required=True, metavar="CSV", help="predictions file to write")
+    p.add_argument("--balance-classes", action="store_true",
+                   help="transductive: read the whole recording first, then rescale each class's probabilities "
+                        "until their mean over the recording is equal for every class (no labels used); for a "
+                        "recording that holds every class equally often, it undoes a drift towards one class")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_common(p, seed=False)
     p.set_defaults(func=run)
@@ -87,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     proba = bundle.predict_proba(rec.X, device=str(device))
+    if args.balance_classes:
+        from ..adaptation import balance_classes
+
+        proba = balance_classes(proba)
     pred = np.asarray(bundle.classes, dtype=object)[proba.argmax(1)]
     df = pd.DataFrame({"onset": rec.meta["onset"].round(4).to_numpy()})
     if not windows:
@@ -98,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"out": str(out), "n_trials": int(len(df)), "classes": list(bundle.classes),
               "events_from": rec.events_from, "device": str(device),
               "interpolated": rec.channels.interpolated, "windows_fallback": fallback,
-              "n_bad_dropped": rec.n_bad_dropped,
+              "n_bad_dropped": rec.n_bad_dropped, "balanced_classes": bool(args.balance_classes),
               "reused_from_calibration": {k: v for k, v in reused.items() if v}}
     if not windows:
         known = df["label"].isin(bundle.classes).to_numpy()
@@ -107,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"predicted    {len(df)} trials ({rec.events_from}) with {model} on {device}"
-              + (f"; {rec.n_bad_dropped} overlapping a BAD annotation dropped" if rec.n_bad_dropped else ""))
+              + (f"; {rec.n_bad_dropped} overlapping a BAD annotation dropped" if rec.n_bad_dropped else "")
+              + ("; classes balanced over the recording (--balance-classes)" if args.balance_classes else ""))
         for line in _reuse_lines(reused):
             print(line)
         if result.get("accuracy") is not None:
