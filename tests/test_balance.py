@@ -32,6 +32,14 @@ def test_the_recording_mean_becomes_the_prior_and_the_drift_is_undone():
     np.testing.assert_allclose(balance_classes(p, prior).mean(0), prior, atol=1e-8)
 
 
+def test_a_balance_not_reached_in_max_iter_says_so(caplog):
+    p, _ = drifted(shift=8.0)
+    with caplog.at_level("WARNING", logger="eegtransfer"):
+        q = balance_classes(p, max_iter=2)
+    assert "after 2 rescalings the class means are" in caplog.text
+    assert np.abs(q.mean(0) - 0.25).max() > 1e-3
+
+
 def test_balanced_probabilities_are_left_as_they_are_and_groups_are_balanced_alone():
     p, _ = drifted(shift=0.0)
     centred = balance_classes(p)

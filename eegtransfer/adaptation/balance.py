@@ -13,9 +13,13 @@ applied unless asked for.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..errors import EEGTransferError
+
+logger = logging.getLogger("eegtransfer")
 
 
 def balance_classes(proba: np.ndarray, prior: np.ndarray | None = None, *, groups: np.ndarray | None = None,
@@ -73,4 +77,7 @@ def balance_classes(proba: np.ndarray, prior: np.ndarray | None = None, *, group
         if np.max(np.abs(mean - prior)) < tol:
             break
         w *= prior / mean
+    else:  # near-certain probabilities converge slowly
+        logger.warning("balance_classes: after %d rescalings the class means are %s, not yet the prior %s",
+                       max_iter, np.round(mean, 4).tolist(), np.round(prior, 4).tolist())
     return q
