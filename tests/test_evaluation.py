@@ -129,6 +129,13 @@ def test_baselines_on_one_real_subject_are_above_chance(mne_data):
     rct = bl.transfer_predict(C[~t], y[~t], meta["subject"][~t].to_numpy(), Ct[first], yt[first], Ct[test],
                               rotate=False)
     assert set(rct) == {"MDM", "TS+LR"} and all(len(p) == test.sum() for p in rct.values())
+    # re-centring each later run on its own mean (transductive) is its own prediction; with every
+    # test trial in one "run" its mean is that of the test trials
+    runs = meta[t]["run"].astype(str).to_numpy()[test]
+    own = bl.transfer_predict(C[~t], y[~t], meta["subject"][~t].to_numpy(), Ct[first], yt[first], Ct[test],
+                              rotate=False, test_runs=runs)
+    assert set(own) == {"MDM", "TS+LR", "MDM, recording re-centred", "TS+LR, recording re-centred"}
+    assert all((own[k] == rct[k]).all() for k in rct)  # the inductive predictions are unchanged
     tslr = bl.within_subject_pipelines()["TS+LR"].fit(Ct[first], yt[first])
     assert (tslr.predict(Ct[test]) == yt[test]).mean() >= 14 / 32
 
@@ -144,6 +151,9 @@ def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_
     methods = set(df["method"])
     assert {"EEGNet zero-shot", "EEGNet head", "EEGNet align+head", "TS+LR", "MDM", "RCT MDM",
             "EEGNet scratch", "EEGNet zero-shot, 2 seeds", "EEGNet auto, 2 seeds"} <= methods and "CCA" not in methods
+    trans = df[df["family"].isin(["transductive", "transductive baseline"])]
+    assert set(trans["method"]) == {"EEGNet zero-shot, balanced recording", "EEGNet auto, balanced recording",
+                                    "RCT MDM, recording re-centred", "RCT TS+LR, recording re-centred"}
     assert len(info["seed_val_acc"]) == 2
     seed1 = df[df["family"] == "seed"]  # the second seed's population alone, beside the ensemble
     assert set(seed1["method"]) == {"EEGNet zero-shot, seed 1", "EEGNet auto, seed 1"}
@@ -159,11 +169,15 @@ def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_
     md = loso.write_results(df, [run], tmp_path / "out", title="fake").read_text()
     assert "(1)" in md and "best baseline =" in md
     main, seeds = md.split("## Each pretraining seed alone")
-    assert "seed 1" not in main  # one population per target in the main tables
+    seeds, transductive = seeds.split("## Transductive protocol")
+    assert "seed 1" not in main and "balanced recording" not in main and "re-centred" not in main
+    assert "| EEGNet auto, balanced recording | ours |" in transductive
+    assert "| RCT MDM, recording re-centred | baseline |" in transductive
     assert [line.split(" | ")[0] for line in seeds.splitlines() if line.startswith("| ")][1:] == [
         "| 0", "| 1", "| mean ± std over 2 seeds"]
     moabb = pd.read_csv(tmp_path / "out" / "loso_moabb.csv")
     assert not moabb["pipeline"].str.contains("seed 1").any()
+    assert moabb["pipeline"].str.contains("balanced recording").any()
     assert {"score", "time", "samples", "subject", "session", "dataset", "pipeline"} <= set(moabb.columns)
 
 

@@ -47,7 +47,8 @@ def within_subject_pipelines() -> dict[str, Any]:
 
 
 def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, C_cal: np.ndarray,
-                     y_cal: np.ndarray, C_test: np.ndarray, *, rotate: bool = True) -> dict[str, np.ndarray]:
+                     y_cal: np.ndarray, C_test: np.ndarray, *, rotate: bool = True,
+                     test_runs: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Riemannian transfer with the population: re-centring (RCT) or Procrustes analysis (RPA).
 
     Each population subject (``domains``) and the target are re-centred to the identity
@@ -63,6 +64,11 @@ def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, 
     C_cal : ndarray, shape (n_cal, n, n)
         The target's calibration covariances, ``y_cal`` their labels.
     C_test : ndarray, shape (n_test, n, n)
+    test_runs : ndarray, shape (n_test,) | None
+        The recording of each test trial. Given, each classifier also predicts with every
+        recording re-centred on its own unlabelled mean (``"MDM, recording re-centred"``...),
+        re-centring's original, transductive form (Zanini et al. 2018), instead of on the
+        calibration trials' mean.
 
     Returns
     -------
@@ -85,12 +91,28 @@ def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, 
         steps += [TLScale(target_domain=target, centered_data=True), TLRotate(target_domain=target, metric="euclid")]
     prep = make_pipeline(*steps)
     Z = prep.fit_transform(X_enc, y_enc)
-    Z_test = prep.transform(C_test)
+    tests = {"": prep.transform(C_test)}
+    if test_runs is not None:  # the target's stretch (RPA) still comes from its calibration trials
+        Z_own = _recentred(C_test, test_runs)
+        tests[", recording re-centred"] = prep[1:].transform(Z_own) if rotate else Z_own
     out = {}
     for name, est in (("MDM", MDM(metric="riemann")),
                       ("TS+LR", make_pipeline(TangentSpace(metric="riemann"), LogisticRegression(max_iter=1000)))):
         clf = TLClassifier(target_domain=target, estimator=est, domain_weight=None).fit(Z, y_enc)
-        out[name] = np.asarray(clf.predict(Z_test)).astype(str)
+        for suffix, Z_test in tests.items():
+            out[name + suffix] = np.asarray(clf.predict(Z_test)).astype(str)
+    return out
+
+
+def _recentred(C: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """Each run's covariances whitened by that run's own Riemannian mean (to the identity)."""
+    from pyriemann.utils.base import invsqrtm
+    from pyriemann.utils.mean import mean_riemann
+
+    out = np.empty_like(C)
+    for r in np.unique(runs):
+        w = invsqrtm(mean_riemann(C[runs == r]))
+        out[runs == r] = w @ C[runs == r] @ w
     return out
 
 

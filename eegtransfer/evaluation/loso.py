@@ -10,8 +10,11 @@ command line makes; with ``seeds`` > 1 also an ensemble of plain populations pre
 that many seeds, zero-shot and ``auto``, and each seed's population alone, family ``"seed"``, kept
 out of the main tables). Baselines (:mod:`eegtransfer.evaluation.baselines`):
 covariance TS+LR and MDM within subject (filter-bank covariances for SSVEP classes, broadband otherwise), RCT and RPA
-with the population, CCA and filter-bank CCA detectors for SSVEP, the network from scratch; zero-shot is the reference. One row per subject,
-window and method: :func:`run_loso` returns them and :func:`write_results` makes every table.
+with the population, CCA and filter-bank CCA detectors for SSVEP, the network from scratch; zero-shot is the reference. The transductive
+protocol, kept out of the main tables: zero-shot and ``auto`` with each later run's classes
+balanced without labels (:func:`balanced_rows`), RCT and RPA with each later run re-centred on its
+own mean. One row per subject, window and method: :func:`run_target` returns them and
+:func:`write_results` makes every table.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ PLAIN = ("bn", "head", "bn+head", "last-k", "ts", "cca", "bn+cca", "head+cca", "
 ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca", "align+cca+ts", "auto")
 PRETRAIN = {"epochs": 50, "patience": 20, "lr": 1e-2, "batch_size": 64}
 WINDOWS = ("1", "2", "run")
+TRANSDUCTIVE, TRANSDUCTIVE_BASELINE = "transductive", "transductive baseline"  # read the later runs, without labels
 
 
 def load(dataset: Any, sfreq: float | None = None) -> dict[str, Any]:
@@ -77,6 +81,8 @@ def ours(pops: dict[bool, Any], X: np.ndarray, y: np.ndarray, cal: np.ndarray, t
             rows.append({"method": name, "family": "ours", "pred": b.predict(X[test]),
                          "seconds": time.perf_counter() - t0, "guard": a.guard.kept if a.guard else None,
                          "chosen": a.chosen})
+            if strategy == "auto" and not aligned:  # for the transductive rows (balanced_rows)
+                rows[-1]["proba"] = b.predict_proba(X[test])
     return rows
 
 
@@ -103,10 +109,10 @@ def baseline_rows(d: dict[str, Any], t: np.ndarray, cal: np.ndarray, test: np.nd
     for kind in ("RCT", "RPA") if rpa else ("RCT",):
         t0 = time.perf_counter()
         preds = bl.transfer_predict(C[pop], y[pop], meta["subject"][pop].to_numpy(), Ct[cal], yt[cal],
-                                    Ct[test], rotate=kind == "RPA")
+                                    Ct[test], rotate=kind == "RPA", test_runs=recordings(meta[t])[test])
         for clf, pred in preds.items():
-            rows.append({"method": f"{kind} {clf}", "family": "baseline", "pred": pred,
-                         "seconds": (time.perf_counter() - t0) / len(preds)})
+            rows.append({"method": f"{kind} {clf}", "family": TRANSDUCTIVE_BASELINE if "recording" in clf
+                         else "baseline", "pred": pred, "seconds": (time.perf_counter() - t0) / len(preds)})
     Xn = d["Xn"][t]
     timed(f"{model} scratch", lambda: bl.scratch_predict(model, d["net"], sorted(set(y.tolist())), Xn[cal],
                                                         yt[cal], Xn[test], epochs=int(1.5 * adapt_epochs),
@@ -151,6 +157,7 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
     members = [pops[False]] + [pretrained(False, seed + k) for k in range(1, seeds)]
     info["seed_val_acc"] = [m.metrics.get("val_acc") for m in members]
     zero = pops[False].predict(Xt[test])
+    zero_proba = pops[False].predict_proba(Xt[test])
     rows = []
     kw = {"model": model, "device": device, "seed": seed, "adapt_epochs": adapt_epochs}
     for label in windows:
@@ -159,6 +166,9 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
                 "grown": w.grown, "n_calibration": w.n_trials, "n_test": int(test.sum())}
         methods = [{"method": f"{model} zero-shot", "family": "reference", "pred": zero, "seconds": 0.0}]
         methods += ours(pops, Xt, y, cal, test, **kw) + baseline_rows(d, t, cal, test, rpa=rpa, **kw)
+        auto_proba = next(m.pop("proba") for m in methods if "proba" in m)
+        methods += balanced_rows(model, pops[False].classes, {"zero-shot": zero_proba, "auto": auto_proba},
+                                 recordings(mt)[test])
         if seeds > 1:
             ens = BundleEnsemble(members)
             t0 = time.perf_counter()
@@ -174,6 +184,31 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
             pred = np.asarray(m.pop("pred")).astype(str)
             rows.append({**cell, **m, "accuracy": float((pred == y[test]).mean())})
     return rows, info
+
+
+def recordings(meta: pd.DataFrame) -> np.ndarray:
+    """The recording of each trial: subject, session and run."""
+    return (meta["subject"].astype(str) + "/" + meta["session"].astype(str) + "/" + meta["run"].astype(str)).to_numpy()
+
+
+def balanced_rows(model: str, classes: list[str], probas: dict[str, np.ndarray], runs: np.ndarray
+                  ) -> list[dict[str, Any]]:
+    """The transductive rows of ours: each later recording's classes balanced without labels.
+
+    :func:`~eegtransfer.adaptation.balance_classes` per recording (``runs``) on the test
+    probabilities of each of ``probas`` (name -> array). Family ``"transductive"``: the whole later
+    run is read before any of its trials is predicted, so these rows are kept out of the main
+    tables (:func:`transductive_lines`).
+    """
+    from ..adaptation import balance_classes
+
+    rows = []
+    for name, p in probas.items():
+        t0 = time.perf_counter()
+        pred = np.asarray(classes)[balance_classes(p, groups=runs).argmax(1)]
+        rows.append({"method": f"{model} {name}, balanced recording", "family": TRANSDUCTIVE, "pred": pred,
+                     "seconds": time.perf_counter() - t0})
+    return rows
 
 
 def seed_rows(model: str, seed: int, members: list[Any], adapted: list[Any], X_test: np.ndarray
@@ -231,6 +266,45 @@ def seed_lines(df: pd.DataFrame, model: str, seed: int, harm_points: float = 5.0
     return lines
 
 
+def transductive_lines(df: pd.DataFrame, reference: str, harm_points: float = 5.0) -> list[str]:
+    """The transductive protocol's tables: its rows beside the reference and every baseline.
+
+    Ours (:func:`balanced_rows`) and the re-centred baselines are compared with the zero-shot
+    network (``reference``) and the best baseline, inductive or transductive, as in the main
+    tables; then the balanced ``auto`` with the balanced network, the transductive protocol's own
+    zero-shot.
+    """
+    from .stats import benchmark_markdown, format_p, harmed_list, paired_comparison
+
+    fams = {TRANSDUCTIVE: "ours", TRANSDUCTIVE_BASELINE: "baseline"}
+    if not df["family"].isin(list(fams)).any():
+        return []
+    sub = df[df["family"].isin(["reference", "baseline", *fams])].assign(family=lambda t: t["family"].replace(fams))
+    model = reference.split()[0]
+    auto, net = f"{model} auto, balanced recording", f"{model} zero-shot, balanced recording"
+    windows = list(dict.fromkeys(df["window"].astype(str)))
+    lines = ["", "## Transductive protocol: each later recording read, without labels, before it is predicted", "",
+             "Same subjects, calibration and test trials. Ours: the class probabilities of every later run rescaled "
+             "until the run's mean is uniform (`eegtransfer.adaptation.balance_classes`, for runs that hold every "
+             "class equally often, as Kalunga2016's do), chosen on Kalunga2016's development set "
+             "(`benchmarks/results/dev_balance`). Baselines: re-centring (RCT, and RPA where it ran) with every later "
+             "run re-centred on its own mean, the original form of re-centring, and the inductive baselines above. "
+             "Kept apart from the main tables: a patient's trials cannot be predicted online this way.", "",
+             benchmark_markdown(sub, reference=reference, primary=auto, harm_points=harm_points,
+                                primary_label="the transductive protocol's method"), "",
+             f"`{auto}` against `{net}` (the transductive protocol's zero-shot): accuracy %, difference in points, "
+             f"paired Wilcoxon p, and the subjects more than {harm_points:g} points below it.", "",
+             "| window | n | " + net + " | " + auto + " |", "|---|---|---|---|"]
+    for w in windows:
+        wide = 100 * df[df["window"].astype(str) == w].pivot_table(index="subject", columns="method",
+                                                                   values="accuracy")
+        t = paired_comparison(wide[auto], wide[net])
+        p = format_p(t["p"])
+        lines.append(f"| {w} | {t['n']} | {wide[net].mean():.1f} | {wide[auto].mean():.1f} ({t['mean_diff']:+.1f}, "
+                     f"p {p if p[0] == '<' else '= ' + p}; harmed: {harmed_list(wide[auto] - wide[net], harm_points)}) |")
+    return lines
+
+
 def moabb_results(df: pd.DataFrame) -> pd.DataFrame:
     """The per-subject table in MOABB's results format (for ``moabb.analysis`` plots and statistics).
 
@@ -251,8 +325,9 @@ def write_results(df: pd.DataFrame, runs: list[dict[str, Any]], out: Path, *, ti
 
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "loso.csv", index=False)
-    every, df = df, df[df["family"] != "seed"]  # the main tables: one population per target
+    every, df = df, df[df["family"] != "seed"]  # one population per target
     moabb_results(df).to_csv(out / "loso_moabb.csv", index=False)
+    df = df[~df["family"].isin([TRANSDUCTIVE, TRANSDUCTIVE_BASELINE])]  # the main tables: the inductive protocol
     pre = sorted((p for r in runs for p in r["pretraining"]), key=lambda p: int(p["target"]))
     model = str(df.loc[df["family"] == "reference", "method"].iloc[0])
     lines = [f"# {title}", "", "Commands (OMP_NUM_THREADS=1; parts run side by side, then merged):", "",
@@ -272,6 +347,7 @@ def write_results(df: pd.DataFrame, runs: list[dict[str, Any]], out: Path, *, ti
                          f"grown for {int(g.drop_duplicates('subject')['grown'].sum())} of "
                          f"{g['subject'].nunique()} subjects" for w, g in df.groupby("window", sort=False)) + ".",
              "", benchmark_markdown(df, reference=model, primary=f"{model.split()[0]} auto"),
-             *seed_lines(every, model.split()[0], int(runs[0]["args"]["seed"])), ""]
+             *seed_lines(every, model.split()[0], int(runs[0]["args"]["seed"])),
+             *transductive_lines(every[every["family"] != "seed"], model), ""]
     (out / "loso.md").write_text("\n".join(lines))
     return out / "loso.md"

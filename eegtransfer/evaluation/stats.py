@@ -81,7 +81,7 @@ def _window_name(w: str) -> str:
 
 
 def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 0.05,
-                       harm_points: float = 5.0, primary: str | None = None) -> str:
+                       harm_points: float = 5.0, primary: str | None = None, primary_label: str = "default") -> str:
     """The tables of a benchmark, all made from its per-subject results.
 
     Parameters
@@ -99,6 +99,8 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
     primary : str | None
         The method users get by default (``auto`` in the loso runner): its per-subject
         differences are listed beside those of the best of ours by mean.
+    primary_label : str
+        What ``primary`` is called there.
 
     Returns
     -------
@@ -142,7 +144,7 @@ def benchmark_markdown(results: pd.DataFrame, *, reference: str, alpha: float = 
             lines.append(f"| {m} | {z['n']} | " + " | ".join(
                 f"{100 * t['mean_diff']:+.1f}, p={format_p(t['p'])}, r={t['effect']:+.2f}, "
                 f"{t['wins']}/{t['ties']}/{t['losses']}" for t in (z, b)) + " |")
-    lines += ["", _harm_lines(wide, fam, reference, windows, harm_points, primary)]
+    lines += ["", _harm_lines(wide, fam, reference, windows, harm_points, primary, primary_label)]
     return "\n".join(lines)
 
 
@@ -156,7 +158,7 @@ def harmed_list(diff: pd.Series, harm_points: float) -> str:
 
 
 def _harm_lines(wide: dict[str, pd.DataFrame], fam: pd.Series, reference: str, windows: list[str],
-                harm_points: float, primary: str | None = None) -> str:
+                harm_points: float, primary: str | None = None, primary_label: str = "default") -> str:
     """Who each method of ours harms, then per subject ``primary`` and the best of ours minus the reference.
 
     Every method is listed, not only the best by mean: a reader looks for the harm of the
@@ -172,7 +174,7 @@ def _harm_lines(wide: dict[str, pd.DataFrame], fam: pd.Series, reference: str, w
         rows.append(f"| {m} | " + " | ".join(harmed_list(diff[w][m], harm_points) for w in windows) + " |")
     rows += ["", f"| window | method | per-subject difference to {reference} (points) |", "|---|---|---|"]
     for w in windows:
-        named: dict[str, list[str]] = {primary: ["default"]} if primary in diff[w] else {}
+        named: dict[str, list[str]] = {primary: [primary_label]} if primary in diff[w] else {}
         named.setdefault(wide[w][ours].mean().idxmax(), []).append("best of ours by mean")
         for m, what in named.items():
             rows.append(f"| {_window_name(w)} | {m} ({'; '.join(what)}) | "
