@@ -66,11 +66,11 @@ def evaluate(bundle: Any, X: np.ndarray, y: np.ndarray, mt: pd.DataFrame, trial_
     from eegtransfer.adaptation import balance_classes
     from eegtransfer.adaptation.auto import choose_candidate
     from eegtransfer.adaptation.guard import MARGIN
-    from eegtransfer.evaluation.protocol import split_target, target_window
+    from eegtransfer.evaluation.protocol import recordings, split_target, target_window
 
     first, test = split_target(mt)
     classes = np.asarray(bundle.classes)
-    runs = (mt["session"].astype(str) + "/" + mt["run"].astype(str)).to_numpy()[test]
+    runs = recordings(mt)[test]
     yt, stim = y[test], y[test] != REST
     zero = bundle.predict_proba(X[test])
     zero_bal = balance_classes(zero, groups=runs)

@@ -52,7 +52,24 @@ def test_balanced_probabilities_are_left_as_they_are_and_groups_are_balanced_alo
     np.testing.assert_allclose(both[len(a):], balance_classes(b))
 
 
+def test_a_prior_applies_to_every_group_and_a_rounded_prior_is_reached(caplog):
+    a, _ = drifted(seed=3)
+    b, _ = drifted(shift=-1.0, seed=4)
+    prior = np.array([0.4, 0.2, 0.2, 0.2])
+    both = balance_classes(np.concatenate([a, b]), prior, groups=np.repeat([1, 2], len(a)))
+    np.testing.assert_allclose(both[: len(a)].mean(0), prior, atol=1e-8)
+    np.testing.assert_allclose(both[len(a):].mean(0), prior, atol=1e-8)
+    with caplog.at_level("WARNING", logger="eegtransfer"):
+        q = balance_classes(a[:, :3] / a[:, :3].sum(1, keepdims=True), [0.333333] * 3)
+    assert not caplog.text  # normalised: no 1000 rescalings chasing a prior that sums to 0.999999
+    np.testing.assert_allclose(q.mean(0), 1 / 3, atol=1e-8)
+
+
 @pytest.mark.parametrize("proba, kwargs, message", [
+    (np.full((8, 2), 0.5), {"max_iter": 0}, "max_iter must be a whole number >= 1, got 0"),
+    (np.full((8, 2), 0.5), {"tol": 0.0}, "tol must be > 0, got 0.0"),
+    (np.full((9, 2), 0.5), {"groups": np.repeat(["run1", "run2"], [8, 1])},
+     r"recording 'run2': balancing the classes needs at least as many trials as classes \(2\), got 1"),
     (np.full((3, 4), 0.25), {}, r"at least as many trials as classes \(4\), got 3"),
     (np.full(8, 0.5), {}, r"shape \(n_trials, n_classes >= 2\), got \(8,\)"),
     (np.full((8, 2), -0.5), {}, "finite, non-negative"),

@@ -521,6 +521,12 @@ def test_predict_falls_back_to_windows_only_without_events(population, s1_raw, t
     res = json.loads(cap.out)
     assert res["events_from"] == "consecutive windows" and "accuracy" not in res
     assert "no events" in res["windows_fallback"] and "no events" in cap.err
+    windows = tmp_path / "balanced.csv"  # windows have no design to balance towards: refused, nothing written
+    assert main(["predict", "--model", str(population), "--recording", str(plain), "--out", str(windows),
+                 "--balance-classes", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "plain_raw.fif: --balance-classes needs trials cut at events" in err
+    assert not windows.exists()
     labelled = tmp_path / "pred2.csv"
     assert main(["predict", "--model", str(population), "--recording", str(_annotated_copy(
         s1_raw, tmp_path / "ok_raw.fif")), "--out", str(labelled), "--json", "--quiet"]) == 0

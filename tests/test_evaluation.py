@@ -129,13 +129,23 @@ def test_baselines_on_one_real_subject_are_above_chance(mne_data):
     rct = bl.transfer_predict(C[~t], y[~t], meta["subject"][~t].to_numpy(), Ct[first], yt[first], Ct[test],
                               rotate=False)
     assert set(rct) == {"MDM", "TS+LR"} and all(len(p) == test.sum() for p in rct.values())
-    # re-centring each later run on its own mean (transductive) is its own prediction; with every
-    # test trial in one "run" its mean is that of the test trials
+    # transductive: each later run re-centred on its own mean (to the identity), then also balanced
+    from pyriemann.utils.mean import mean_riemann
+
     runs = meta[t]["run"].astype(str).to_numpy()[test]
-    own = bl.transfer_predict(C[~t], y[~t], meta["subject"][~t].to_numpy(), Ct[first], yt[first], Ct[test],
-                              rotate=False, test_runs=runs)
-    assert set(own) == {"MDM", "TS+LR", "MDM, recording re-centred", "TS+LR, recording re-centred"}
-    assert all((own[k] == rct[k]).all() for k in rct)  # the inductive predictions are unchanged
+    np.testing.assert_allclose(mean_riemann(bl._recentred(Ct[test], runs)), np.eye(C.shape[1]), atol=1e-6)
+    for rotate, inductive in ((False, rct), (True, None)):
+        own = bl.transfer_predict(C[~t], y[~t], meta["subject"][~t].to_numpy(), Ct[first], yt[first], Ct[test],
+                                  rotate=rotate, test_runs=runs)
+        assert set(own) == {f"{c}{s}" for c in ("MDM", "TS+LR")
+                            for s in ("", ", recording re-centred", ", recording re-centred and balanced")}
+        assert all(len(p) == test.sum() and set(p) <= set(yt) for p in own.values())
+        assert inductive is None or all((own[k] == inductive[k]).all() for k in inductive)  # unchanged
+        counts = pd.Series(own["TS+LR, recording re-centred and balanced"]).value_counts()
+        assert counts.max() - counts.min() <= 4  # 8 trials of each class: balanced up to a few
+    with pytest.raises(EEGTransferError, match=r"test_runs must give one recording per test trial \(32\), got 3"):
+        bl.transfer_predict(C[~t], y[~t], meta["subject"][~t].to_numpy(), Ct[first], yt[first], Ct[test],
+                            rotate=False, test_runs=runs[:3])
     tslr = bl.within_subject_pipelines()["TS+LR"].fit(Ct[first], yt[first])
     assert (tslr.predict(Ct[test]) == yt[test]).mean() >= 14 / 32
 
@@ -152,8 +162,11 @@ def test_the_loso_protocol_runs_on_any_moabb_dataset_and_writes_its_tables(fake_
     assert {"EEGNet zero-shot", "EEGNet head", "EEGNet align+head", "TS+LR", "MDM", "RCT MDM",
             "EEGNet scratch", "EEGNet zero-shot, 2 seeds", "EEGNet auto, 2 seeds"} <= methods and "CCA" not in methods
     trans = df[df["family"].isin(["transductive", "transductive baseline"])]
-    assert set(trans["method"]) == {"EEGNet zero-shot, balanced recording", "EEGNet auto, balanced recording",
-                                    "RCT MDM, recording re-centred", "RCT TS+LR, recording re-centred"}
+    assert set(trans["method"]) == {
+        "EEGNet zero-shot, balanced recording", "EEGNet auto, balanced recording", "TS+LR, balanced recording",
+        "MDM, balanced recording", "RCT MDM, recording re-centred", "RCT TS+LR, recording re-centred",
+        "RCT MDM, recording re-centred and balanced", "RCT TS+LR, recording re-centred and balanced"}
+    assert (trans["family"] == "transductive").sum() == 2 * df["window"].nunique()  # ours: the two networks
     assert len(info["seed_val_acc"]) == 2
     seed1 = df[df["family"] == "seed"]  # the second seed's population alone, beside the ensemble
     assert set(seed1["method"]) == {"EEGNet zero-shot, seed 1", "EEGNet auto, seed 1"}

@@ -49,13 +49,20 @@ def balance_classes(proba: np.ndarray, prior: np.ndarray | None = None, *, group
     balanced : ndarray, shape (n_trials, n_classes)
     """
     proba = np.asarray(proba, dtype=float)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise EEGTransferError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
+    if not tol > 0:
+        raise EEGTransferError(f"tol must be > 0, got {tol!r}")
     if groups is not None:
         groups = np.asarray(groups)
         if groups.shape != proba.shape[:1]:
             raise EEGTransferError(f"groups must give one recording per trial ({len(proba)}), got shape {groups.shape}")
         out = np.empty_like(proba)
         for g in np.unique(groups):
-            out[groups == g] = balance_classes(proba[groups == g], prior, max_iter=max_iter, tol=tol)
+            try:
+                out[groups == g] = balance_classes(proba[groups == g], prior, max_iter=max_iter, tol=tol)
+            except EEGTransferError as err:
+                raise EEGTransferError(f"recording {g.item()!r}: {err}") from None
         return out
     if proba.ndim != 2 or proba.shape[1] < 2:
         raise EEGTransferError(f"proba must have shape (n_trials, n_classes >= 2), got {proba.shape}")
@@ -68,6 +75,7 @@ def balance_classes(proba: np.ndarray, prior: np.ndarray | None = None, *, group
     prior = np.full(k, 1.0 / k) if prior is None else np.asarray(prior, dtype=float)
     if prior.shape != (k,) or np.any(prior <= 0) or not np.isclose(prior.sum(), 1.0):
         raise EEGTransferError(f"prior must be {k} positive proportions that sum to 1, got {prior}")
+    prior = prior / prior.sum()  # 1/3 written as 0.333333 can still be reached
     p = np.clip(proba, 1e-12, None)  # a class no trial supports can still be rescaled
     w = np.ones(k)
     for _ in range(max_iter):

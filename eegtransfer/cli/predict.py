@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
                     f"on {recipe.tmax - recipe.tmin:g}-s windows every "
                     f"{args.stride or recipe.tmax - recipe.tmin:g} s, without accuracy")
         logger.warning(fallback)
+        if args.balance_classes:  # windows of an unknown design: no proportions to balance towards
+            raise EEGTransferError(f"{entry['path']}: --balance-classes needs trials cut at events (a design "
+                                   "that holds every class equally often); this recording has no events")
     rec = load_recording(entry["path"], recipe, classes=classes, events=entry["events"],
                          event_id=user_id, default_id=default_id, windows=windows,
                          stride=args.stride if windows else None,

@@ -66,14 +66,16 @@ def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, 
     C_test : ndarray, shape (n_test, n, n)
     test_runs : ndarray, shape (n_test,) | None
         The recording of each test trial. Given, each classifier also predicts with every
-        recording re-centred on its own unlabelled mean (``"MDM, recording re-centred"``...),
-        re-centring's original, transductive form (Zanini et al. 2018), instead of on the
-        calibration trials' mean.
+        recording re-centred on its own unlabelled mean, re-centring's original, transductive form
+        (Zanini et al. 2018), instead of on the calibration trials' mean, and from those
+        probabilities balanced per recording (:func:`~eegtransfer.adaptation.balance_classes`).
 
     Returns
     -------
     predictions : dict
-        ``{"MDM": y_pred, "TS+LR": y_pred}``, each of shape (n_test,).
+        ``{"MDM": y_pred, "TS+LR": y_pred}``, each of shape (n_test,); with ``test_runs`` also
+        ``"MDM, recording re-centred"``, ``"MDM, recording re-centred and balanced"`` and the same
+        for ``"TS+LR"``.
     """
     from pyriemann.classification import MDM
     from pyriemann.tangentspace import TangentSpace
@@ -81,6 +83,9 @@ def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, 
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
+    if test_runs is not None and len(test_runs) != len(C_test):
+        raise EEGTransferError(f"test_runs must give one recording per test trial ({len(C_test)}), "
+                               f"got {len(test_runs)}")
     target = "__target__"
     X = np.concatenate([C_pop, C_cal])
     y = np.concatenate([np.asarray(y_pop, str), np.asarray(y_cal, str)])
@@ -101,7 +106,17 @@ def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, 
         clf = TLClassifier(target_domain=target, estimator=est, domain_weight=None).fit(Z, y_enc)
         for suffix, Z_test in tests.items():
             out[name + suffix] = np.asarray(clf.predict(Z_test)).astype(str)
+        if test_runs is not None:
+            out[name + ", recording re-centred and balanced"] = balanced_predict(
+                clf.estimator, tests[", recording re-centred"], test_runs)  # TLClassifier fits it in place
     return out
+
+
+def balanced_predict(clf: Any, X: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """``clf``'s classes from its probabilities on ``X`` balanced per recording (``runs``), without labels."""
+    from ..adaptation import balance_classes
+
+    return np.asarray(clf.classes_)[balance_classes(clf.predict_proba(X), groups=runs).argmax(1)].astype(str)
 
 
 def _recentred(C: np.ndarray, runs: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..covariance import covariances, filter_bank
 from . import baselines as bl
-from .protocol import split_target, target_window
+from .protocol import recordings, split_target, target_window
 
 PLAIN = ("bn", "head", "bn+head", "last-k", "ts", "cca", "bn+cca", "head+cca", "cca+ts", "bn+cca+ts", "auto")
 ALIGNED = ("align", "align+head", "align+last-k", "align+cca", "align+head+cca", "align+cca+ts", "auto")
@@ -99,8 +99,12 @@ def baseline_rows(d: dict[str, Any], t: np.ndarray, cal: np.ndarray, test: np.nd
         rows.append({"method": name, "family": "baseline", "pred": fn(), "seconds": time.perf_counter() - t0})
 
     prefix = "FB " if d["ssvep"] else ""
+    runs = recordings(meta[t])[test]
     for name, pipe in bl.within_subject_pipelines().items():
         timed(prefix + name.removeprefix("FB "), lambda p=pipe: p.fit(Ct[cal], yt[cal]).predict(Ct[test]))
+        timed(f"{prefix}{name.removeprefix('FB ')}, balanced recording",
+              lambda p=pipe: bl.balanced_predict(p, Ct[test], runs))  # p was just fitted
+        rows[-1]["family"] = TRANSDUCTIVE_BASELINE
     if d["ssvep"]:
         for name, fb in (("CCA", False), ("FBCCA", True)):
             timed(name, lambda fb=fb: bl.CCADetector(sfreq=d["base"].sfreq, max_freq=d["base"].h_freq,
@@ -109,7 +113,7 @@ def baseline_rows(d: dict[str, Any], t: np.ndarray, cal: np.ndarray, test: np.nd
     for kind in ("RCT", "RPA") if rpa else ("RCT",):
         t0 = time.perf_counter()
         preds = bl.transfer_predict(C[pop], y[pop], meta["subject"][pop].to_numpy(), Ct[cal], yt[cal],
-                                    Ct[test], rotate=kind == "RPA", test_runs=recordings(meta[t])[test])
+                                    Ct[test], rotate=kind == "RPA", test_runs=runs)
         for clf, pred in preds.items():
             rows.append({"method": f"{kind} {clf}", "family": TRANSDUCTIVE_BASELINE if "recording" in clf
                          else "baseline", "pred": pred, "seconds": (time.perf_counter() - t0) / len(preds)})
@@ -166,9 +170,9 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
                 "grown": w.grown, "n_calibration": w.n_trials, "n_test": int(test.sum())}
         methods = [{"method": f"{model} zero-shot", "family": "reference", "pred": zero, "seconds": 0.0}]
         methods += ours(pops, Xt, y, cal, test, **kw) + baseline_rows(d, t, cal, test, rpa=rpa, **kw)
-        auto_proba = next(m.pop("proba") for m in methods if "proba" in m)
-        methods += balanced_rows(model, pops[False].classes, {"zero-shot": zero_proba, "auto": auto_proba},
-                                 recordings(mt)[test])
+        probas = {"zero-shot": zero_proba}
+        probas.update(("auto", m.pop("proba")) for m in methods if "proba" in m)  # ours() adds it to auto's row
+        methods += balanced_rows(model, pops[False].classes, probas, recordings(mt)[test])
         if seeds > 1:
             ens = BundleEnsemble(members)
             t0 = time.perf_counter()
@@ -186,19 +190,29 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
     return rows, info
 
 
-def recordings(meta: pd.DataFrame) -> np.ndarray:
-    """The recording of each trial: subject, session and run."""
-    return (meta["subject"].astype(str) + "/" + meta["session"].astype(str) + "/" + meta["run"].astype(str)).to_numpy()
-
-
 def balanced_rows(model: str, classes: list[str], probas: dict[str, np.ndarray], runs: np.ndarray
                   ) -> list[dict[str, Any]]:
     """The transductive rows of ours: each later recording's classes balanced without labels.
 
-    :func:`~eegtransfer.adaptation.balance_classes` per recording (``runs``) on the test
-    probabilities of each of ``probas`` (name -> array). Family ``"transductive"``: the whole later
-    run is read before any of its trials is predicted, so these rows are kept out of the main
-    tables (:func:`transductive_lines`).
+    Family ``"transductive"``: the whole later run is read before any of its trials is predicted,
+    so these rows are kept out of the main tables (:func:`transductive_lines`).
+
+    Parameters
+    ----------
+    model : str
+        The network's name, the start of every method's name.
+    classes : list of str
+        The columns of the probabilities.
+    probas : dict
+        Name (``"zero-shot"``, ``"auto"``) -> test probabilities, shape (n_test, n_classes).
+    runs : ndarray, shape (n_test,)
+        The recording of each test trial (:func:`~eegtransfer.evaluation.protocol.recordings`);
+        :func:`~eegtransfer.adaptation.balance_classes` balances each on its own.
+
+    Returns
+    -------
+    rows : list of dict
+        ``method``, ``family``, ``pred`` and ``seconds`` per name.
     """
     from ..adaptation import balance_classes
 
@@ -269,12 +283,26 @@ def seed_lines(df: pd.DataFrame, model: str, seed: int, harm_points: float = 5.0
 def transductive_lines(df: pd.DataFrame, reference: str, harm_points: float = 5.0) -> list[str]:
     """The transductive protocol's tables: its rows beside the reference and every baseline.
 
-    Ours (:func:`balanced_rows`) and the re-centred baselines are compared with the zero-shot
+    Ours (:func:`balanced_rows`) and the transductive baselines are compared with the zero-shot
     network (``reference``) and the best baseline, inductive or transductive, as in the main
     tables; then the balanced ``auto`` with the balanced network, the transductive protocol's own
     zero-shot.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The per-subject rows of one run (no ``"seed"`` family).
+    reference : str
+        The zero-shot network's method name.
+    harm_points : float
+        A subject more than this many points below a reference counts as harmed.
+
+    Returns
+    -------
+    lines : list of str
+        Markdown; empty where the run has no transductive rows.
     """
-    from .stats import benchmark_markdown, format_p, harmed_list, paired_comparison
+    from .stats import _window_name, benchmark_markdown, format_p, harmed_list, paired_comparison
 
     fams = {TRANSDUCTIVE: "ours", TRANSDUCTIVE_BASELINE: "baseline"}
     if not df["family"].isin(list(fams)).any():
@@ -286,10 +314,12 @@ def transductive_lines(df: pd.DataFrame, reference: str, harm_points: float = 5.
     lines = ["", "## Transductive protocol: each later recording read, without labels, before it is predicted", "",
              "Same subjects, calibration and test trials. Ours: the class probabilities of every later run rescaled "
              "until the run's mean is uniform (`eegtransfer.adaptation.balance_classes`, for runs that hold every "
-             "class equally often, as Kalunga2016's do), chosen on Kalunga2016's development set "
-             "(`benchmarks/results/dev_balance`). Baselines: re-centring (RCT, and RPA where it ran) with every later "
-             "run re-centred on its own mean, the original form of re-centring, and the inductive baselines above. "
-             "Kept apart from the main tables: a patient's trials cannot be predicted online this way.", "",
+             f"class equally often; dataset {df['dataset'].iloc[0]}), chosen on Kalunga2016's development set "
+             "(`benchmarks/results/dev_balance`). Baselines given the same unlabelled later runs: re-centring (RCT, "
+             "and RPA where it ran) with every later run re-centred on its own mean, the original form of "
+             "re-centring, then also balanced the same way; the within-subject classifiers balanced; and the "
+             "inductive baselines above (the CCA detectors give no probabilities to balance). Kept apart from the "
+             "main tables: a patient's trials cannot be predicted online this way.", "",
              benchmark_markdown(sub, reference=reference, primary=auto, harm_points=harm_points,
                                 primary_label="the transductive protocol's method"), "",
              f"`{auto}` against `{net}` (the transductive protocol's zero-shot): accuracy %, difference in points, "
@@ -300,8 +330,9 @@ def transductive_lines(df: pd.DataFrame, reference: str, harm_points: float = 5.
                                                                    values="accuracy")
         t = paired_comparison(wide[auto], wide[net])
         p = format_p(t["p"])
-        lines.append(f"| {w} | {t['n']} | {wide[net].mean():.1f} | {wide[auto].mean():.1f} ({t['mean_diff']:+.1f}, "
-                     f"p {p if p[0] == '<' else '= ' + p}; harmed: {harmed_list(wide[auto] - wide[net], harm_points)}) |")
+        lines.append(f"| {_window_name(w)} | {t['n']} | {wide[net].mean():.1f} | {wide[auto].mean():.1f} "
+                     f"({t['mean_diff']:+.1f}, p {'< ' + p[1:] if p[0] == '<' else '= ' + p}; "
+                     f"harmed: {harmed_list(wide[auto] - wide[net], harm_points)}) |")
     return lines
 
 

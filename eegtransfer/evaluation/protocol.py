@@ -65,6 +65,21 @@ def _run_keys(meta: pd.DataFrame) -> list[tuple[str, str, str]]:
     return list(zip(meta["subject"].astype(str), meta["session"].astype(str), meta["run"].astype(str)))
 
 
+def recordings(meta: pd.DataFrame) -> np.ndarray:
+    """The recording (run) of each trial, as ``"subject/session/run"``.
+
+    Parameters
+    ----------
+    meta : pandas.DataFrame
+        One row per trial with ``subject``, ``session`` and ``run``.
+
+    Returns
+    -------
+    runs : ndarray of str, shape (n_trials,)
+    """
+    return np.asarray(["/".join(k) for k in _run_keys(meta)], dtype=str)
+
+
 def split_target(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The first run and the later runs of one subject, as boolean masks over ``meta``.
 
