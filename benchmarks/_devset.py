@@ -160,6 +160,13 @@ def run_pairs(indices: range, pairs: list[tuple[int, int]], rows_of: Callable[[i
     return pd.DataFrame(rows)
 
 
+def both_ways(i: int, pair: tuple[int, int], pretraining: str, rows_for: Callable[[int], list[dict]]) -> list[dict]:
+    """The rows of a pair's two validation subjects, each with the other as ``partner`` (the target
+    whose development set it is), from ``rows_for(subject)``."""
+    return [{"pair": i, "subject": subject, "partner": partner, **r, "pretraining": pretraining}
+            for subject, partner in (pair, pair[::-1]) for r in rows_for(subject)]
+
+
 def share(value: str) -> float:
     """An argparse type: a share between 0 and 1 (``--rest-evidence``)."""
     x = float(value)

@@ -42,6 +42,7 @@ import pandas as pd
 from _devset import (
     add_pair_arguments,
     add_recipe_arguments,
+    both_ways,
     dev_data,
     merge_parts,
     pair_indices,
@@ -109,13 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def rows_of(i: int, pair: tuple[int, int]) -> list[dict]:
         bundle = population(d, ~np.isin(sub, pair), False, f"{pair[0]}-{pair[1]}", a.pop_cache, recipe=recipe)
-        rows = []
-        for subject, partner in (pair, pair[::-1]):
-            t = sub == subject
-            for r in evaluate(bundle, X[t], y[t], meta[t].reset_index(drop=True), d["net"].tmax):
-                rows.append({"pair": i, "subject": subject, "partner": partner, **r,
-                             "pretraining": f"{a.epochs} epochs, patience {a.patience}"})
-        return rows
+        return both_ways(i, pair, f"{a.epochs} epochs, patience {a.patience}", lambda s: evaluate(
+            bundle, X[sub == s], y[sub == s], meta[sub == s].reset_index(drop=True), d["net"].tmax))
 
     write_tables(run_pairs(indices, pairs, rows_of, a.out, "balance.csv"), a.out)
     return 0
