@@ -114,9 +114,14 @@ def transfer_predict(C_pop: np.ndarray, y_pop: np.ndarray, domains: np.ndarray, 
 
 def balanced_predict(clf: Any, X: np.ndarray, runs: np.ndarray) -> np.ndarray:
     """``clf``'s classes from its probabilities on ``X`` balanced per recording (``runs``), without labels."""
+    return balanced_labels(clf.predict_proba(X), clf.classes_, runs)
+
+
+def balanced_labels(proba: np.ndarray, classes: Any, runs: np.ndarray) -> np.ndarray:
+    """The class names of ``proba`` (columns ``classes``) once each recording (``runs``) is balanced."""
     from ..adaptation import balance_classes
 
-    return np.asarray(clf.classes_)[balance_classes(clf.predict_proba(X), groups=runs).argmax(1)].astype(str)
+    return np.asarray(classes)[balance_classes(proba, groups=runs).argmax(1)].astype(str)
 
 
 def _recentred(C: np.ndarray, runs: np.ndarray) -> np.ndarray:

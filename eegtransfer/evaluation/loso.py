@@ -13,7 +13,7 @@ covariance TS+LR and MDM within subject (filter-bank covariances for SSVEP class
 with the population, CCA and filter-bank CCA detectors for SSVEP, the network from scratch; zero-shot is the reference. The transductive
 protocol, kept out of the main tables: zero-shot and ``auto`` with each later run's classes
 balanced without labels (:func:`balanced_rows`), RCT and RPA with each later run re-centred on its
-own mean. One row per subject, window and method: :func:`run_target` returns them and
+own mean and then also balanced, the within-subject classifiers balanced. One row per subject, window and method: :func:`run_target` returns them and
 :func:`write_results` makes every table.
 """
 
@@ -78,11 +78,12 @@ def ours(pops: dict[bool, Any], X: np.ndarray, y: np.ndarray, cal: np.ndarray, t
                       epochs=adapt_epochs, patience=20)
             a = b.adaptation
             name = f"{model} {strategy}" + (" (aligned population)" if aligned and strategy == "auto" else "")
-            rows.append({"method": name, "family": "ours", "pred": b.predict(X[test]),
+            proba = b.predict_proba(X[test])
+            rows.append({"method": name, "family": "ours", "pred": np.asarray(b.classes)[proba.argmax(1)],
                          "seconds": time.perf_counter() - t0, "guard": a.guard.kept if a.guard else None,
                          "chosen": a.chosen})
             if strategy == "auto" and not aligned:  # for the transductive rows (balanced_rows)
-                rows[-1]["proba"] = b.predict_proba(X[test])
+                rows[-1]["proba"] = proba
     return rows
 
 
@@ -160,8 +161,8 @@ def run_target(target: int, d: dict[str, Any], *, model: str = "EEGNet", windows
             "best_epoch": pops[aligned].history["best_epoch"], "val_acc": pops[aligned].metrics.get("val_acc")}
     members = [pops[False]] + [pretrained(False, seed + k) for k in range(1, seeds)]
     info["seed_val_acc"] = [m.metrics.get("val_acc") for m in members]
-    zero = pops[False].predict(Xt[test])
     zero_proba = pops[False].predict_proba(Xt[test])
+    zero = np.asarray(pops[False].classes)[zero_proba.argmax(1)]  # Bundle.predict, without a second pass
     rows = []
     kw = {"model": model, "device": device, "seed": seed, "adapt_epochs": adapt_epochs}
     for label in windows:
@@ -214,12 +215,10 @@ def balanced_rows(model: str, classes: list[str], probas: dict[str, np.ndarray],
     rows : list of dict
         ``method``, ``family``, ``pred`` and ``seconds`` per name.
     """
-    from ..adaptation import balance_classes
-
     rows = []
     for name, p in probas.items():
         t0 = time.perf_counter()
-        pred = np.asarray(classes)[balance_classes(p, groups=runs).argmax(1)]
+        pred = bl.balanced_labels(p, classes, runs)
         rows.append({"method": f"{model} {name}, balanced recording", "family": TRANSDUCTIVE, "pred": pred,
                      "seconds": time.perf_counter() - t0})
     return rows
